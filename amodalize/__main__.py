@@ -1,0 +1,3 @@
+from amodalize.cli import main
+
+main()

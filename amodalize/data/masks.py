@@ -1,0 +1,226 @@
+"""Mask codecs and geometry, always in cropped windows.
+
+Glossary (used throughout amodalize):
+    RLE     dict ``{"size": [height, width], "counts": str}``: COCO compressed run-length encoding
+            of a full-image mask (pycocotools' format, counts decoded to ``str`` for JSON).
+    bbox    COCO box ``[x, y, w, h]`` in image pixels (floats allowed).
+    window  integer box ``(x0, y0, x1, y1)`` with exclusive ends; may extend past the image.
+    Crop    a bool mask ``[h, w]`` placed at ``(x0, y0)``: the tight window of one instance. Every
+            per-instance mask operation works on crops, never on a full-image array per instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from amodalize.errors import FormatError
+
+Window = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A bool mask ``mask[h, w]`` whose top-left pixel sits at image position ``(x0, y0)``."""
+
+    mask: np.ndarray
+    x0: int = 0
+    y0: int = 0
+
+    @property
+    def window(self) -> Window:
+        """The crop's window ``(x0, y0, x1, y1)``."""
+        h, w = self.mask.shape
+        return (self.x0, self.y0, self.x0 + w, self.y0 + h)
+
+    @property
+    def area(self) -> int:
+        """Number of foreground pixels."""
+        return int(np.count_nonzero(self.mask))
+
+    def within(self, window: Window) -> np.ndarray:
+        """This mask as a bool array of ``window``'s shape (zeros where the crop does not reach)."""
+        x0, y0, x1, y1 = window
+        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        ix0, iy0 = max(x0, self.x0), max(y0, self.y0)
+        cx1, cy1 = self.window[2], self.window[3]
+        ix1, iy1 = min(x1, cx1), min(y1, cy1)
+        if ix1 > ix0 and iy1 > iy0:
+            out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = self.mask[
+                iy0 - self.y0 : iy1 - self.y0, ix0 - self.x0 : ix1 - self.x0
+            ]
+        return out
+
+
+EMPTY = Crop(np.zeros((0, 0), dtype=bool))
+
+
+def tight(mask: np.ndarray, x0: int = 0, y0: int = 0) -> Crop:
+    """Shrink a bool mask placed at ``(x0, y0)`` to the tight crop of its foreground."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return EMPTY
+    cols = np.flatnonzero(mask.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return Crop(np.ascontiguousarray(mask[r0:r1, c0:c1]), x0 + int(c0), y0 + int(r0))
+
+
+def to_rle(segmentation: object, height: int, width: int) -> dict:
+    """Any COCO segmentation (polygons, uncompressed or compressed RLE) as a compressed RLE.
+
+    This is the one place that tells the segmentation types apart; raises FormatError on
+    malformed input (polygon with fewer than 3 points, RLE of another size, unknown type).
+    """
+    if isinstance(segmentation, list):
+        polygons = segmentation
+        if polygons and all(isinstance(v, (int, float)) for v in polygons):
+            polygons = [polygons]  # COCOA stores one flat polygon
+        if not polygons:
+            raise FormatError("empty polygon list")
+        for poly in polygons:
+            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) for v in poly):
+                raise FormatError("polygon is not a list of numbers")
+            if len(poly) < 6 or len(poly) % 2:
+                raise FormatError(f"polygon with {len(poly) // 2} points (needs at least 3)")
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    elif isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        size = list(segmentation["size"])
+        if size != [height, width]:
+            raise FormatError(f"RLE size {size} differs from the image size [{height}, {width}]")
+        counts = segmentation["counts"]
+        if isinstance(counts, list):
+            if sum(counts) != height * width:
+                raise FormatError("uncompressed RLE counts do not add up to height*width")
+            rle = mask_utils.frPyObjects(segmentation, height, width)
+        elif isinstance(counts, (str, bytes)):
+            rle = {"size": size, "counts": counts.encode() if isinstance(counts, str) else counts}
+        else:
+            raise FormatError("RLE counts must be a list or a string")
+    else:
+        raise FormatError("segmentation is neither polygons nor RLE")
+    return _jsonable(rle)
+
+
+def _jsonable(rle: dict) -> dict:
+    counts = rle["counts"]
+    return {
+        "size": [int(v) for v in rle["size"]],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
+
+
+def _c(rle: dict) -> dict:
+    """The RLE as pycocotools' C layer wants it (bytes counts)."""
+    counts = rle["counts"]
+    return {"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def rle_area(rle: dict) -> int:
+    """Foreground pixel count of an RLE, without decoding."""
+    return int(mask_utils.area(_c(rle)))
+
+
+def rle_bbox(rle: dict) -> list[float]:
+    """Tight COCO box ``[x, y, w, h]`` of an RLE, without decoding (zeros when empty)."""
+    return [float(v) for v in mask_utils.toBbox(_c(rle))]
+
+
+def rle_merge(rles: Sequence[dict], intersect: bool = False) -> dict:
+    """Union (or intersection) of same-size RLEs, without decoding."""
+    return _jsonable(mask_utils.merge([_c(r) for r in rles], intersect=intersect))
+
+
+def rle_intersection_area(a: dict, b: dict) -> int:
+    """``|a ∩ b|`` in pixels, without decoding."""
+    return rle_area(rle_merge([a, b], intersect=True))
+
+
+def rle_minus(a: dict, b: dict) -> dict:
+    """``a \\ b`` as an RLE (decodes only the crop of ``a``)."""
+    crop = decode_crop(a)
+    if crop is EMPTY:
+        return a
+    h, w = a["size"]
+    rest = crop.mask & ~decode_crop(b).within(crop.window)
+    return encode_crop(Crop(rest, crop.x0, crop.y0), h, w)
+
+
+def decode_crop(rle: dict) -> Crop:
+    """Decode an RLE into the tight crop of its foreground (EMPTY when it has none)."""
+    x, y, w, h = (int(round(v)) for v in rle_bbox(rle))
+    if w == 0 or h == 0:
+        return EMPTY
+    full = mask_utils.decode(_c(rle))
+    return Crop(np.ascontiguousarray(full[y : y + h, x : x + w].astype(bool)), x, y)
+
+
+def encode_crop(crop: Crop, height: int, width: int) -> dict:
+    """A crop (clipped to the image) as a full-image compressed RLE."""
+    canvas = np.zeros((height, width), dtype=np.uint8, order="F")
+    canvas[:] = crop.within((0, 0, width, height))
+    return _jsonable(mask_utils.encode(canvas))
+
+
+def union_window(a: Window, b: Window) -> Window:
+    """Smallest window containing both."""
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def intersect_window(a: Window, b: Window) -> Window | None:
+    """Overlap of two windows, None when they do not overlap."""
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def grow(window: Window, k: int) -> Window:
+    """The window enlarged by ``k`` pixels on every side."""
+    return (window[0] - k, window[1] - k, window[2] + k, window[3] + k)
+
+
+def dilate_cross(mask: np.ndarray) -> np.ndarray:
+    """One dilation step with the 3x3 cross (4-neighbourhood), as the reference's touching test."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
+
+
+def touching(a: Crop, b: Crop) -> bool:
+    """True when ``a`` dilated by the 3x3 cross meets ``b`` (reference protocol §1.3)."""
+    if a is EMPTY or b is EMPTY:
+        return False
+    overlap = intersect_window(grow(a.window, 1), b.window)
+    if overlap is None:
+        return False
+    around = grow(overlap, 1)
+    dilated = dilate_cross(a.within(around))[1:-1, 1:-1]
+    return bool(np.any(dilated & b.within(overlap)))
+
+
+def convex_hull(crop: Crop) -> Crop:
+    """Filled convex hull of a crop's foreground (pixel centres), in the same window."""
+    if crop is EMPTY:
+        return EMPTY
+    contours, _ = cv2.findContours(crop.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.convexHull(np.concatenate(contours))
+    filled = np.zeros(crop.mask.shape, dtype=np.uint8)
+    cv2.fillConvexPoly(filled, hull, 1)
+    return Crop(filled.astype(bool) | crop.mask, crop.x0, crop.y0)
+
+
+def centroid_y(crop: Crop) -> float:
+    """Mean row of the foreground pixels, in image pixels."""
+    rows = np.nonzero(crop.mask)[0]
+    return float(rows.mean()) + crop.y0
+
+
+def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
+    """Outer contours of a bool mask as COCO polygons (pixel-centre coordinates)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]

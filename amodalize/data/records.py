@@ -1,0 +1,78 @@
+"""The in-memory dataset every reader produces and everything downstream speaks."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+
+@dataclass
+class ImageRecord:
+    """One image: COCO ``id``, size in pixels, file name, and the image dict to write back."""
+
+    id: int
+    width: int
+    height: int
+    file_name: str | None
+    source: dict = field(default_factory=dict)
+
+
+@dataclass
+class Instance:
+    """One annotated object; masks are compressed RLEs of the full image (see data/masks.py).
+
+    ``modal`` is the visible mask, ``bbox`` its tight COCO box (the amodal box when the object is
+    fully hidden), ``amodal`` the annotated amodal mask when the format carries one,
+    ``occluded_by`` the annotated direct occluders when the format carries them, and ``source``
+    the annotation as read (written back untouched except for the fields amodalize sets).
+    """
+
+    id: int
+    image_id: int
+    category_id: int
+    modal: dict
+    bbox: list[float]
+    iscrowd: bool = False
+    amodal: dict | None = None
+    occluded_by: tuple[int, ...] | None = None
+    source: dict = field(default_factory=dict)
+
+
+@dataclass
+class Dataset:
+    """Images and instances of one file, with the top-level fields to keep on writing."""
+
+    path: Path
+    format: str
+    images: list[ImageRecord]
+    instances: list[Instance]
+    categories: list[dict]
+    extra: dict = field(default_factory=dict)
+
+    @cached_property
+    def by_image(self) -> dict[int, list[Instance]]:
+        """Instances grouped by image id, in file order (every image present, maybe empty)."""
+        groups: dict[int, list[Instance]] = defaultdict(list)
+        for image in self.images:
+            groups[image.id] = []
+        for inst in self.instances:
+            groups[inst.image_id].append(inst)
+        return dict(groups)
+
+    @property
+    def has_amodal(self) -> bool:
+        """True when every non-crowd instance carries an annotated amodal mask."""
+        return all(i.amodal is not None for i in self.instances if not i.iscrowd)
+
+
+@dataclass
+class ImageResult:
+    """One image's conversion: amodal RLE per annotation id, edges (occluder id, occludee id,
+    score in [0, 1]) and the number of pair tests run."""
+
+    image_id: int
+    amodal: dict[int, dict] = field(default_factory=dict)
+    edges: list[tuple[int, int, float]] = field(default_factory=list)
+    pairs_tested: int = 0

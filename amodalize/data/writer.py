@@ -1,0 +1,104 @@
+"""The augmented-COCO output schema and atomic JSON writing.
+
+Per non-crowd annotation: ``segmentation``/``bbox``/``area`` become the amodal mask, box and area;
+``visible_mask``/``visible_bbox``/``visible_area`` hold the input's modal ones (input polygons are
+kept verbatim as ``visible_polygons``); ``invisible_mask`` = amodal minus visible, ``occlude_rate`` =
+invisible / amodal area, ``occluded_by`` = sorted ids of the direct occluders. Any other input
+value amodalize overwrites (e.g. COCOA's annotated amodal polygon) is kept under ``source_fields``.
+Per file: ``occlusion_pairs`` (the order graph) and ``info.amodalize`` (how it was made).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from amodalize.data.masks import rle_area, rle_bbox, rle_minus
+from amodalize.data.records import Dataset, ImageResult, Instance
+
+# The COCO input's modal fields move to their visible_* names instead of source_fields.
+MOVED_FROM_COCO = ("segmentation", "bbox", "area")
+
+
+def annotation_fields(inst: Instance, amodal: dict, occluders: list[int], fmt: str, kins: bool) -> dict:
+    """The fields amodalize sets on one annotation."""
+    visible_area = rle_area(inst.modal)
+    src = inst.source
+    from_coco = fmt == "coco"
+    area = rle_area(amodal)
+    invisible = rle_minus(amodal, inst.modal)
+    invisible_area = rle_area(invisible)
+    fields = {
+        "segmentation": amodal,
+        "bbox": rle_bbox(amodal),
+        "area": area,
+        "visible_mask": inst.modal,
+        "visible_bbox": src["bbox"] if from_coco and "bbox" in src else rle_bbox(inst.modal),
+        "visible_area": src["area"] if from_coco and "area" in src else visible_area,
+        "invisible_mask": invisible,
+        "occlude_rate": invisible_area / area if area else 0.0,
+        "occluded_by": sorted(occluders),
+    }
+    if kins:
+        fields["inmodal_seg"] = inst.modal
+        fields["inmodal_bbox"] = fields["visible_bbox"]
+    return fields
+
+
+def augment(dataset: Dataset, results: dict[int, ImageResult], meta: dict, compat_kins: bool = False) -> dict:
+    """The output document: the input with amodal masks, order and provenance added.
+
+    ``results`` maps every image id to its ImageResult.
+    """
+    occluded_by: dict[int, list[int]] = defaultdict(list)
+    pairs = []
+    for image in dataset.images:
+        for occluder, occludee, score in results[image.id].edges:
+            occluded_by[occludee].append(occluder)
+            pairs.append(
+                {"image_id": image.id, "occluder_id": occluder, "occludee_id": occludee, "score": round(score, 4)}
+            )
+    annotations = []
+    for inst in dataset.instances:
+        ann = dict(inst.source)
+        if not inst.iscrowd:
+            amodal = results[inst.image_id].amodal[inst.id]
+            new = annotation_fields(inst, amodal, occluded_by[inst.id], dataset.format, compat_kins)
+            kept = {k: ann[k] for k, v in new.items() if k in ann and ann[k] != v}
+            if dataset.format == "coco":
+                for k in MOVED_FROM_COCO:
+                    kept.pop(k, None)
+                if isinstance(ann.get("segmentation"), list):
+                    new["visible_polygons"] = ann["segmentation"]
+            if kept:
+                new["source_fields"] = {**ann.get("source_fields", {}), **kept}
+            ann.update(new)
+        annotations.append(ann)
+    doc = dict(dataset.extra)
+    info = dict(doc.get("info") or {})
+    info["amodalize"] = meta
+    doc.update(
+        info=info,
+        images=[image.source for image in dataset.images],
+        annotations=annotations,
+        categories=dataset.categories,
+        occlusion_pairs=pairs,
+    )
+    return doc
+
+
+def write_json_atomic(path: str | Path, doc: object) -> None:
+    """Write JSON to a temporary file beside ``path`` and rename it over: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

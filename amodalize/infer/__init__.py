@@ -1,0 +1,1 @@
+"""Occlusion order and amodal completion: pair finding, ordering, completion, baselines."""
