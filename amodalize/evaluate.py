@@ -156,4 +156,4 @@ def _bin_label(k: int) -> str:
     if k == 0:
         return "0%"
     lo, hi = OCCLUSION_BINS[k - 1], OCCLUSION_BINS[k]
-    return f"{lo:.0%}-{hi:.0%}"
+    return f"({lo:.0%}, {hi:.0%}]"

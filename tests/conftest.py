@@ -1,0 +1,27 @@
+"""Shared fixtures: the real COCOA demo files beside the project, and a CLI runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from amodalize.cli import cli
+
+COCOA_DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "cocoa-demo"
+
+
+@pytest.fixture(scope="session")
+def cocoa_demo() -> Path:
+    if not COCOA_DEMO.is_dir():
+        pytest.fail(f"the COCOA demo data is missing at {COCOA_DEMO} (../shared must lie beside the checkout)")
+    return COCOA_DEMO
+
+
+def invoke(args: list[str], exit_code: int = 0):
+    """Run the CLI in-process; fail with its output when the exit code differs."""
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    output = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}\n{result.exception!r}"
+    assert result.exit_code == exit_code, f"exit {result.exit_code} != {exit_code}\n{output}"
+    return result

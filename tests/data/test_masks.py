@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from amodalize.data.masks import (
+    EMPTY,
+    Crop,
+    convex_hull,
+    decode_crop,
+    encode_crop,
+    rle_area,
+    rle_bbox,
+    rle_minus,
+    tight,
+    to_rle,
+    touching,
+)
+from amodalize.errors import FormatError
+
+
+def full(mask_crop: Crop, h: int, w: int) -> np.ndarray:
+    return mask_crop.within((0, 0, w, h))
+
+
+class TestToRle:
+    def test_polygon_and_flat_polygon_agree(self):
+        poly = [2.0, 2.0, 12.0, 2.0, 12.0, 8.0, 2.0, 8.0]
+        a, b = to_rle([poly], 20, 30), to_rle(poly, 20, 30)
+        assert a == b
+        assert isinstance(a["counts"], str) and a["size"] == [20, 30]
+        assert rle_bbox(a) == [2.0, 2.0, 10.0, 6.0]  # pycocotools covers [2, 12) x [2, 8)
+
+    def test_multi_polygon_is_merged(self):
+        left = [0, 0, 4, 0, 4, 4, 0, 4]
+        right = [10, 0, 14, 0, 14, 4, 10, 4]
+        both = to_rle([left, right], 10, 20)
+        assert rle_area(both) == rle_area(to_rle([left], 10, 20)) + rle_area(to_rle([right], 10, 20))
+
+    def test_uncompressed_and_compressed_rle_round_trip(self):
+        mask = np.zeros((6, 5), np.uint8, order="F")
+        mask[1:4, 2:5] = 1
+        compressed = mask_utils.encode(mask)
+        counts = []  # uncompressed: column-major runs starting with zeros
+        flat, value, run = mask.flatten(order="F"), 0, 0
+        for v in flat:
+            if v == value:
+                run += 1
+            else:
+                counts.append(run)
+                value, run = v, 1
+        counts.append(run)
+        a = to_rle({"size": [6, 5], "counts": counts}, 6, 5)
+        b = to_rle({"size": [6, 5], "counts": compressed["counts"].decode()}, 6, 5)
+        assert a == b
+        assert np.array_equal(full(decode_crop(a), 6, 5), mask.astype(bool))
+
+    @pytest.mark.parametrize(
+        "seg, message",
+        [
+            ([[1, 1, 5, 5]], "2 points"),
+            ({"size": [9, 9], "counts": "abc"}, "RLE size"),
+            ("not a mask", "neither polygons nor RLE"),
+            ({"size": [6, 5], "counts": [3, 4]}, "do not add up"),
+        ],
+    )
+    def test_bad_segmentations(self, seg, message):
+        with pytest.raises(FormatError, match=message):
+            to_rle(seg, 6, 5)
+
+
+class TestCrops:
+    def test_decode_encode_round_trip_and_tight_window(self):
+        rle = to_rle([[3, 4, 9, 4, 9, 9, 3, 9]], 16, 16)
+        crop = decode_crop(rle)
+        assert crop.window == (3, 4, 9, 9)
+        assert encode_crop(crop, 16, 16) == rle
+
+    def test_empty(self):
+        rle = encode_crop(EMPTY, 8, 8)
+        assert decode_crop(rle) is EMPTY and rle_area(rle) == 0
+        assert tight(np.zeros((4, 4), bool)) is EMPTY
+
+    def test_within_pads_and_clips(self):
+        crop = Crop(np.ones((2, 2), bool), 1, 1)
+        out = crop.within((0, 0, 2, 2))
+        assert out.tolist() == [[False, False], [False, True]]
+
+    def test_minus(self):
+        a = to_rle([[0, 0, 9, 0, 9, 9, 0, 9]], 10, 10)
+        b = encode_crop(Crop(np.ones((10, 5), bool), 0, 0), 10, 10)
+        assert rle_area(a) == 81  # the polygon covers pixels 0..8 in both directions
+        assert rle_area(rle_minus(a, b)) == 4 * 9  # columns 5..8 remain
+
+
+def square(x0: int, y0: int, size: int = 3) -> Crop:
+    return Crop(np.ones((size, size), bool), x0, y0)
+
+
+class TestTouching:
+    def test_side_neighbours_touch(self):
+        assert touching(square(0, 0), square(3, 0))
+
+    def test_diagonal_neighbours_do_not_touch_under_the_cross(self):
+        assert not touching(square(0, 0), square(3, 3))
+
+    def test_one_pixel_gap(self):
+        assert not touching(square(0, 0), square(4, 0))
+
+    def test_overlap_and_symmetry(self):
+        a, b = square(0, 0, 5), square(2, 2)
+        assert touching(a, b) and touching(b, a)
+
+
+def test_convex_hull_fills_an_l_shape():
+    mask = np.zeros((10, 10), bool)
+    mask[:, :3] = True
+    mask[7:, :] = True
+    hull = convex_hull(Crop(mask, 5, 5))
+    assert hull.window == (5, 5, 15, 15)
+    assert hull.mask[mask].all()
+    assert hull.mask[4, 5] and not hull.mask[0, 9]

@@ -1,0 +1,93 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from amodalize.convert import ConvertOptions, convert_dataset
+from amodalize.data.formats import read_dataset
+from amodalize.data.writer import augment, write_json_atomic
+from amodalize.errors import InputError
+from amodalize.evaluate import evaluate
+
+
+def raw_masks(path):
+    """Modal and amodal full-image masks straight from a COCOA per-image file."""
+    doc = json.loads(path.read_text())
+    size = next(r["visible_mask"]["size"] for r in doc["regions"] if "visible_mask" in r)
+    out = []
+    for r in doc["regions"]:
+        amodal = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([r["segmentation"]], *size))).astype(bool)
+        modal = mask_utils.decode(r["visible_mask"]).astype(bool) if "visible_mask" in r else amodal
+        out.append((modal, amodal))
+    return out
+
+
+def converted(tmp_path, path, method, order="convex"):
+    ds = read_dataset(path)
+    out = tmp_path / f"{path.stem}-{method}.json"
+    write_json_atomic(out, augment(ds, convert_dataset(ds, ConvertOptions(method, order)), {}))
+    return read_dataset(out)
+
+
+def test_raw_pooled_iou_matches_an_independent_count(tmp_path, cocoa_demo):
+    inter = union = 0
+    for k in range(1, 6):
+        for modal, amodal in raw_masks(cocoa_demo / f"{k}.json"):
+            inter += np.count_nonzero(modal & amodal)
+            union += np.count_nonzero(modal | amodal)
+    # evaluate per file, then pool the sums the metrics imply
+    got_inter = got_union = 0.0
+    for k in range(1, 6):
+        gt = read_dataset(cocoa_demo / f"{k}.json")
+        m = evaluate(converted(tmp_path, cocoa_demo / f"{k}.json", "raw"), gt)
+        areas = [(i.modal, i.amodal) for i in gt.instances]
+        target = sum(mask_utils.area(a) for _, a in areas)
+        got_inter += m["pacc"] * target
+        got_union += m["pacc"] * target / m["pooled_iou"]
+    assert got_inter == pytest.approx(inter, abs=0.5)
+    assert got_inter / got_union == pytest.approx(inter / union, rel=1e-9)
+    assert 0.5 < inter / union < 0.95
+
+
+def test_gt_order_from_masks_matches_an_independent_count(cocoa_demo):
+    masks = raw_masks(cocoa_demo / "3.json")
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    occluded_pairs = 0
+    for i in range(len(masks)):
+        grown = cv2.dilate(masks[i][0].astype(np.uint8), cross).astype(bool)
+        for j in range(i + 1, len(masks)):
+            if np.any(grown & masks[j][0]):
+                occluded_pairs += bool(np.any(masks[i][0] & masks[j][1]) or np.any(masks[j][0] & masks[i][1]))
+    gt = read_dataset(cocoa_demo / "3.json")
+    m = evaluate(gt, gt)
+    assert m["order_pairs"] == occluded_pairs and m["pooled_iou"] == 1.0
+    assert m["order_acc"] == 0.0  # the GT file predicts no order: every occluded pair counts as wrong
+
+
+def test_convex_r_beats_raw_and_order_is_scored(tmp_path, cocoa_demo):
+    gt = read_dataset(cocoa_demo / "3.json")
+    raw = evaluate(converted(tmp_path, cocoa_demo / "3.json", "raw", "area"), gt)
+    cvx = evaluate(converted(tmp_path, cocoa_demo / "3.json", "convex-r"), gt)
+    assert cvx["pooled_iou"] > raw["pooled_iou"]
+    assert 0 < raw["order_acc"] < 1 and 0 < cvx["order_acc"] < 1
+    assert raw["order_pairs"] == cvx["order_pairs"] > 0
+    assert sum(b["instances"] for b in cvx["by_occlusion"]) == cvx["instances"] == 19
+
+
+def test_mismatched_ids_are_an_error(tmp_path, cocoa_demo):
+    pred = converted(tmp_path, cocoa_demo / "2.json", "raw")
+    with pytest.raises(InputError, match="annotation ids do not match"):
+        evaluate(pred, read_dataset(cocoa_demo / "3.json"))
+
+
+def test_modal_only_gt_is_an_error(tmp_path, cocoa_demo):
+    pred = converted(tmp_path, cocoa_demo / "2.json", "raw")
+    plain = tmp_path / "plain.json"
+    doc = json.loads((tmp_path / "2-raw.json").read_text())
+    for a in doc["annotations"]:
+        a["segmentation"] = a.pop("visible_mask")
+    plain.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="no amodal masks"):
+        evaluate(pred, read_dataset(plain, "coco"))
