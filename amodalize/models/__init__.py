@@ -1,0 +1,1 @@
+"""Networks: the UNet behind PCNet-M, and its input packing and checkpoint import."""

@@ -1,0 +1,73 @@
+"""PCNet-M: the UNet that completes a target mask behind an eraser (reference protocol §2.5, §3).
+
+Input packing, foreground probabilities and the import of the reference implementation's
+released checkpoints (``*.pth.tar`` with ``module.``-prefixed keys) live here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from amodalize.errors import InputError
+from amodalize.models.unet import UNet
+
+# Reference parameter names (classic UNet parts) -> ours.
+_REFERENCE_KEYS = [
+    (re.compile(r"^inc\.conv\.conv\."), "inc."),
+    (re.compile(r"^(down\d)\.mpconv\.1\.conv\."), r"\1.1."),
+    (re.compile(r"^(up\d)\.conv\.conv\."), r"\1.conv."),
+    (re.compile(r"^outc\.conv\."), "outc."),
+]
+
+
+def pack_input(modal: torch.Tensor, eraser: torch.Tensor, category: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Network input ``[B, 2, H, W]``: the modal mask with eraser pixels removed, times the
+    category id, and the eraser.
+
+    Args:
+        modal (Tensor[B, H, W]): 0/1 target mask.
+        eraser (Tensor[B, H, W]): 0/1 eraser mask.
+        category (Tensor[B] or float): category id multiplier (COCOA: 1; KINS: 1..8).
+    """
+    modal, eraser = modal.float(), eraser.float()
+    if isinstance(category, torch.Tensor):
+        category = category.float().view(-1, 1, 1)
+    return torch.stack([modal * (1 - eraser) * category, eraser], dim=1)
+
+
+def foreground_probability(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """P(foreground) ``[B, H, W]`` from the 2-class logits of ``model(x)``."""
+    return torch.softmax(model(x).float(), dim=1)[:, 1]
+
+
+def reference_state_dict(path: str | Path, model: UNet) -> dict[str, torch.Tensor]:
+    """Load a reference PCNet-M checkpoint into ``model``'s key names, checking every key and shape.
+
+    Only tensors are read (``weights_only=True``): a checkpoint cannot run code.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for a bad file
+        raise InputError(path, f"not a loadable PyTorch checkpoint ({type(e).__name__})") from None
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise InputError(path, "holds no state_dict")
+    ours = {}
+    for key, value in state.items():
+        name = key.removeprefix("module.")
+        for pattern, repl in _REFERENCE_KEYS:
+            name = pattern.sub(repl, name)
+        ours[name] = value
+    expected = model.state_dict()
+    missing, unknown = sorted(set(expected) - set(ours)), sorted(set(ours) - set(expected))
+    if missing or unknown:
+        raise InputError(path, f"keys do not match the UNet (missing {missing[:3]}, unexpected {unknown[:3]})")
+    for name, value in ours.items():
+        if tuple(value.shape) != tuple(expected[name].shape):
+            raise InputError(
+                path, f"{name} has shape {tuple(value.shape)}, the UNet expects {tuple(expected[name].shape)}"
+            )
+    return ours

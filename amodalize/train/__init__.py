@@ -1,0 +1,1 @@
+"""PCNet-M training: the partial-completion samples and the optimisation loop."""

@@ -1,0 +1,327 @@
+"""PCNet-M training: optimisation, validation, checkpoints, resume and DistributedDataParallel.
+
+Run it directly (``train(cfg, paths, run_dir)``) or through ``amodalize train``; under
+``torchrun`` every process takes an equal slice of each global batch and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+
+from amodalize.config import TrainConfig, from_dict, to_dict
+from amodalize.data.formats import read_dataset
+from amodalize.errors import AmodalizeError, InputError
+from amodalize.models.pcnet_m import foreground_probability, pack_input
+from amodalize.models.unet import UNet, init_weights
+from amodalize.train.partial import (
+    PartialCompletionSet,
+    build_bank,
+    split_instances,
+    validation_samples,
+)
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingError(AmodalizeError):
+    """Training cannot go on (a non-finite loss, a checkpoint that does not fit)."""
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, eraser: torch.Tensor, weight: float
+) -> torch.Tensor:
+    """2-class CE averaged over all pixels, pixels inside the eraser weighted ``weight`` (§2.6)."""
+    ce = F.cross_entropy(logits.float(), target.long(), reduction="none")
+    return (ce * (1 + (weight - 1) * eraser.float())).mean()
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Learning-rate multiplier at 0-based ``step``."""
+    o = cfg.optim
+    if o.schedule == "step":
+        return o.gamma ** sum(step >= m for m in o.milestones)
+    if o.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(step, o.iters) / o.iters))
+    return 1.0
+
+
+def build_model(cfg: TrainConfig) -> UNet:
+    """The PCNet-M UNet of ``cfg``, initialised with ``cfg.run.seed``."""
+    torch.manual_seed(cfg.run.seed)
+    model = UNet(2, 2, widen=cfg.model.widen)
+    init_weights(model, cfg.model.init)
+    return model
+
+
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum or Adam, as configured."""
+    o = cfg.optim
+    if o.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+class _Batches:
+    """Batches of global sample indices for one rank: step s takes ``[s*B + r*b, s*B + (r+1)*b)``."""
+
+    def __init__(self, start: int, iters: int, batch: int, rank: int, world: int) -> None:
+        self.start, self.iters, self.per_rank, self.batch, self.rank = start, iters, batch // world, batch, rank
+
+    def __len__(self) -> int:
+        return self.iters - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for s in range(self.start, self.iters):
+            first = s * self.batch + self.rank * self.per_rank
+            yield list(range(first, first + self.per_rank))
+
+
+def validate(model: torch.nn.Module, batch: dict, device: torch.device, chunk: int = 64) -> dict:
+    """Partial-completion quality on held-out samples, pooled over pixels.
+
+    iou / iou_at_0.2: predicted vs target masks (thresholds 0.5 and the amodal 0.2);
+    raw_iou: the erased input vs target (no completion); eraser_iou: inside the eraser only;
+    bg_prob: mean P(fg) over target background (high = badly calibrated).
+    """
+    was_training = model.training
+    model.eval()
+    probs = []
+    with torch.inference_mode():
+        for k in range(0, len(batch["target"]), chunk):
+            x = pack_input(
+                batch["modal"][k : k + chunk], batch["eraser"][k : k + chunk], batch["category"][k : k + chunk]
+            )
+            probs.append(foreground_probability(model, x.to(device)).cpu())
+    model.train(was_training)
+    prob = torch.cat(probs)
+    target, modal, eraser = batch["target"].bool(), batch["modal"].bool(), batch["eraser"].bool()
+
+    def iou(pred: torch.Tensor, region: torch.Tensor | None = None) -> float:
+        t = target if region is None else target & region
+        p = pred if region is None else pred & region
+        union = (p | t).sum().item()
+        return (p & t).sum().item() / union if union else 1.0
+
+    return {
+        "iou": iou(prob > 0.5),
+        "iou_at_0.2": iou(prob > 0.2),
+        "raw_iou": iou(modal),
+        "eraser_iou": iou(prob > 0.5, eraser),
+        "bg_prob": prob[~target].mean().item(),
+    }
+
+
+def save_grid(path: Path, batch: dict, prob: torch.Tensor, n: int = 8) -> None:
+    """PNG grid, one row per sample: input | eraser | prediction | target."""
+    import cv2
+
+    rows = []
+    for k in range(min(n, len(prob))):
+        tiles = [
+            batch["modal"][k].numpy() * 255,
+            batch["eraser"][k].numpy() * 255,
+            prob[k].numpy() * 255,
+            batch["target"][k].numpy() * 255,
+        ]
+        rows.append(np.concatenate([np.pad(t.astype(np.uint8), 2, constant_values=128) for t in tiles], axis=1))
+    cv2.imwrite(str(path), np.concatenate(rows, axis=0))
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _resolve_device(device: str, local_rank: int) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError("--device cuda was asked for, but no CUDA GPU is available")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _check_resumable(ckpt: dict, cfg: TrainConfig, fingerprint: str, path: Path) -> None:
+    if ckpt.get("data_fingerprint") != fingerprint:
+        raise InputError(path, "was trained on different data; resume with the same annotation files")
+    old = from_dict(ckpt["config"])
+    for name in ("widen",):
+        if getattr(old.model, name) != getattr(cfg.model, name):
+            raise InputError(
+                path,
+                f"was trained with model.{name}={getattr(old.model, name)}, the config says {getattr(cfg.model, name)}",
+            )
+    if old.data.input_size != cfg.data.input_size:
+        raise InputError(
+            path, f"was trained at input size {old.data.input_size}, the config says {cfg.data.input_size}"
+        )
+
+
+def train(
+    cfg: TrainConfig,
+    data_paths: list[Path],
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    device: str = "auto",
+    on_step: Callable[[dict], None] | None = None,
+    on_ready: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train PCNet-M on the instances of ``data_paths``; returns the last validation metrics.
+
+    ``on_ready(info)`` is called once before the first step ({start, iters, instances}),
+    ``on_step(record)`` after every step ({step, loss, lr, samples_per_s}); a KeyboardInterrupt
+    raised anywhere inside the loop saves a checkpoint first.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if cfg.optim.batch_size % world:
+        raise TrainingError(f"optim.batch_size {cfg.optim.batch_size} does not split evenly over {world} processes")
+    dev = _resolve_device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    ckpt_path = run_dir / CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise InputError(run_dir, "already holds a checkpoint; pass --resume to continue it or choose another --out")
+    if resume and not ckpt_path.exists():
+        raise InputError(run_dir, "has no checkpoint to resume")
+
+    bank = build_bank([read_dataset(p) for p in data_paths], workers=-1)
+    train_ids, val_ids = split_instances(bank, cfg.data, cfg.run.seed)
+    model = build_model(cfg).to(dev)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
+    start = 0
+    if resume:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        _check_resumable(ckpt, cfg, bank.fingerprint, ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["lr_scheduler"])
+        start = ckpt["step"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+    cuda = dev.type == "cuda"
+    if cuda and cfg.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = (
+        torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
+        if world > 1
+        else model
+    )
+
+    writer = rank == 0
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        _truncate_log(run_dir / "log.jsonl", start)
+
+    def checkpoint(step: int) -> None:
+        if writer:
+            _atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "lr_scheduler": scheduler.state_dict(),
+                    "step": step,
+                    "config": to_dict(cfg),
+                    "data_fingerprint": bank.fingerprint,
+                    "rng": {"torch": torch.get_rng_state()},
+                },
+                ckpt_path,
+            )
+
+    data = PartialCompletionSet(bank, train_ids, train_ids, cfg.data, cfg.run.seed)
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_sampler=_Batches(start, cfg.optim.iters, cfg.optim.batch_size, rank, world),
+        num_workers=cfg.run.workers,
+        pin_memory=cuda,
+        persistent_workers=False,
+    )
+    val_batch = validation_samples(bank, val_ids, train_ids, cfg.data, cfg.run.seed, cfg.run.val_samples)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.run.amp else nullcontext()
+    if on_ready:
+        on_ready({"start": start, "iters": cfg.optim.iters, "instances": len(bank), "val_instances": len(val_ids)})
+
+    metrics: dict = {}
+    step = start
+    net.train()
+    tick = time.perf_counter()
+    try:
+        for batch in loader:
+            x = pack_input(batch["modal"], batch["eraser"], batch["category"]).to(dev, non_blocking=True)
+            if cuda and cfg.run.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            target, eraser = batch["target"].to(dev), batch["eraser"].to(dev)
+            with autocast:
+                logits = net(x)
+            loss = weighted_cross_entropy(logits, target, eraser, cfg.data.inmask_weight)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at step {step}; lower optim.lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            now = time.perf_counter()
+            record = {
+                "step": step,
+                "loss": loss.item(),
+                "lr": optimizer.param_groups[0]["lr"],
+                "samples_per_s": cfg.optim.batch_size / max(now - tick, 1e-9),
+            }
+            tick = now
+            if writer and (step % cfg.run.log_every == 0 or step == cfg.optim.iters):
+                _log(run_dir, record)
+            if cfg.run.val_every and step % cfg.run.val_every == 0 and step < cfg.optim.iters:
+                metrics = validate(model, val_batch, dev)
+                if writer:
+                    _log(run_dir, {"step": step, "val": metrics})
+            if step % cfg.run.checkpoint_every == 0:
+                checkpoint(step)
+            if on_step:
+                on_step(record)
+    except KeyboardInterrupt:
+        checkpoint(step)
+        raise
+    checkpoint(step)
+    metrics = validate(model, val_batch, dev)
+    if writer:
+        _log(run_dir, {"step": step, "val": metrics})
+        model.eval()
+        with torch.inference_mode():
+            x = pack_input(val_batch["modal"][:8], val_batch["eraser"][:8], val_batch["category"][:8]).to(dev)
+            prob = foreground_probability(model, x).cpu()
+        save_grid(run_dir / "val_grid.png", val_batch, prob)
+    if world > 1:
+        dist.barrier()
+    return metrics
+
+
+def _log(run_dir: Path, record: dict) -> None:
+    with open(run_dir / "log.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint being resumed (they were not kept)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))

@@ -1,0 +1,201 @@
+"""Self-supervised partial-completion samples for PCNet-M (reference protocol §2.2-2.4).
+
+A target instance A is cropped around its box; a random instance B, cropped around its own box,
+is placed over it as the eraser. Case 1 (probability ``eraser_front_prob``): input A minus B,
+eraser B. Case 2: input A, eraser B minus A. The network must output A in both cases.
+
+Every sample is a pure function of ``(seed, global sample index)``, so training resumes
+bit-for-bit and a sample does not depend on which process or DataLoader worker draws it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from joblib import Parallel, delayed
+
+from amodalize.config import DataConfig
+from amodalize.data.masks import EMPTY, Crop, decode_crop
+from amodalize.data.records import Dataset
+
+
+@dataclass
+class InstanceBank:
+    """The modal masks of every trainable instance, each decoded once into a bit-packed tight crop.
+
+    packed[k]: np.packbits of the crop; shapes[k] = (h, w); origins[k] = (x0, y0) in image pixels;
+    boxes[k] = COCO box (x, y, w, h); categories[k] = category id; fingerprint: hash of the masks.
+    """
+
+    packed: list[np.ndarray]
+    shapes: np.ndarray
+    origins: np.ndarray
+    boxes: np.ndarray
+    categories: np.ndarray
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def crop(self, k: int) -> Crop:
+        """Instance k's modal mask as a Crop."""
+        h, w = self.shapes[k]
+        bits = np.unpackbits(self.packed[k], count=int(h * w)).reshape(h, w).astype(bool)
+        return Crop(bits, int(self.origins[k, 0]), int(self.origins[k, 1]))
+
+
+def _decode(instances: list) -> list[tuple]:
+    out = []
+    for inst in instances:
+        crop = decode_crop(inst.modal)
+        if crop is not EMPTY:
+            out.append((np.packbits(crop.mask), crop.mask.shape, (crop.x0, crop.y0), inst.bbox, inst.category_id))
+    return out
+
+
+def build_bank(datasets: list[Dataset], workers: int = -1, chunk: int = 512) -> InstanceBank:
+    """Decode every non-crowd, non-empty instance of ``datasets`` (in parallel with joblib)."""
+    instances = [i for ds in datasets for i in ds.instances if not i.iscrowd]
+    chunks = [instances[k : k + chunk] for k in range(0, len(instances), chunk)]
+    if workers == 1 or len(chunks) <= 1:
+        parts = [_decode(c) for c in chunks]
+    else:
+        parts = Parallel(n_jobs=workers)(delayed(_decode)(c) for c in chunks)
+    rows = [row for part in parts for row in part]
+    if not rows:
+        raise ValueError("no instance with a non-empty visible mask to train on")
+    digest = hashlib.sha256()
+    for inst in instances:
+        digest.update(f"{inst.image_id}:{inst.id}:{inst.modal['counts']};".encode())
+    return InstanceBank(
+        packed=[r[0] for r in rows],
+        shapes=np.array([r[1] for r in rows], dtype=np.int64),
+        origins=np.array([r[2] for r in rows], dtype=np.int64),
+        boxes=np.array([r[3] for r in rows], dtype=np.float64),
+        categories=np.array([r[4] for r in rows], dtype=np.float32),
+        fingerprint=digest.hexdigest()[:16],
+    )
+
+
+def crop_side(box: np.ndarray, cfg: DataConfig) -> float:
+    """Side of the square crop around a COCO box: max(sqrt(w*h*enlarge), ratio*w, ratio*h)."""
+    w, h = box[2], box[3]
+    return max(float(np.sqrt(w * h * cfg.enlarge_box)), cfg.min_side_ratio * w, cfg.min_side_ratio * h)
+
+
+def resample(crop: Crop, x0: int, y0: int, side: int, out: int) -> np.ndarray:
+    """The square window ``[x0, x0+side) x [y0, y0+side)`` of a crop, nearest-resized to ``out``.
+
+    Zero outside the crop; never materialises the window at full size.
+    """
+    idx = np.floor(np.arange(out) * (side / out)).astype(np.int64)
+    rows, cols = y0 + idx - crop.y0, x0 + idx - crop.x0
+    h, w = crop.mask.shape
+    rok, cok = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+    patch = np.zeros((out, out), dtype=bool)
+    patch[np.ix_(rok, cok)] = crop.mask[np.ix_(rows[rok], cols[cok])]
+    return patch
+
+
+def sample_patch(bank: InstanceBank, k: int, rng: np.random.Generator, cfg: DataConfig, shift: bool) -> np.ndarray:
+    """Instance k cropped around its box with the training augmentation, ``[S, S]`` bool."""
+    box = bank.boxes[k]
+    side = crop_side(box, cfg)
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    if shift:
+        cx += rng.uniform(-cfg.shift, cfg.shift) * side
+        cy += rng.uniform(-cfg.shift, cfg.shift) * side
+    side /= rng.uniform(cfg.scale_min, cfg.scale_max)
+    patch = resample(bank.crop(k), int(cx - side / 2), int(cy - side / 2), max(int(side), 1), cfg.input_size)
+    if cfg.flip and rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    return patch
+
+
+def translate(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``out[y, x] = mask[y + dy, x + dx]``, zero where that falls outside."""
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    ys, xs = slice(max(0, -dy), min(h, h - dy)), slice(max(0, -dx), min(w, w - dx))
+    yt, xt = slice(max(0, dy), min(h, h + dy)), slice(max(0, dx), min(w, w + dx))
+    if ys.stop > ys.start and xs.stop > xs.start:
+        out[ys, xs] = mask[yt, xt]
+    return out
+
+
+def place_eraser(eraser: np.ndarray, target: np.ndarray, rng: np.random.Generator, cfg: DataConfig) -> np.ndarray:
+    """Shift the eraser so that it cuts an accepted fraction of the target (last try if none)."""
+    size = eraser.shape[0]
+    target_area = np.count_nonzero(target) + 1e-5
+    placed = eraser
+    for _ in range(cfg.max_tries):
+        overlap = rng.uniform(cfg.min_overlap, cfg.max_overlap)
+        offx = rng.uniform(overlap - 1, 1 - overlap)
+        offy = (1 - overlap / (1 - abs(offx))) * (1 if rng.random() < 0.5 else -1)
+        placed = translate(eraser, int(offx * size), int(offy * size))
+        cut = np.count_nonzero(placed & target) / target_area
+        if cfg.min_cut_ratio <= cut < cfg.max_cut_ratio:
+            break
+    return placed
+
+
+def make_sample(bank: InstanceBank, target: int, eraser: int, rng: np.random.Generator, cfg: DataConfig) -> dict:
+    """One training sample: ``modal``, ``eraser``, ``target`` (uint8 ``[S, S]``) and ``category``."""
+    a = sample_patch(bank, target, rng, cfg, shift=True)
+    b = place_eraser(sample_patch(bank, eraser, rng, cfg, shift=False), a, rng, cfg)
+    if rng.random() < cfg.eraser_front_prob:
+        modal, erase = a & ~b, b  # case 1: B lies above A
+    else:
+        modal, erase = a, b & ~a  # case 2: B lies below A
+    return {
+        "modal": modal.astype(np.uint8),
+        "eraser": erase.astype(np.uint8),
+        "target": a.astype(np.uint8),
+        "category": np.float32(bank.categories[target]),
+    }
+
+
+def split_instances(bank: InstanceBank, cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eligible instance indices split into (train, validation) targets, deterministically."""
+    sides = np.array([crop_side(b, cfg) for b in bank.boxes])
+    eligible = np.flatnonzero(sides >= cfg.min_box)
+    if eligible.size < 2:
+        raise ValueError(f"only {eligible.size} instance(s) large enough to train on (data.min_box {cfg.min_box})")
+    order = np.random.default_rng([seed, 1]).permutation(eligible)
+    n_val = max(1, int(round(cfg.val_fraction * len(order))))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+class PartialCompletionSet(torch.utils.data.Dataset):
+    """Sample ``g`` (a global sample index) = target ``targets[perm_epoch[g % N]]`` with eraser and
+    augmentation drawn from ``default_rng([seed, g])``; epochs are reshuffled per ``(seed, epoch)``."""
+
+    def __init__(self, bank: InstanceBank, targets: np.ndarray, erasers: np.ndarray, cfg: DataConfig, seed: int):
+        self.bank, self.targets, self.erasers, self.cfg, self.seed = bank, targets, erasers, cfg, seed
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return 2**62  # indexed by global sample number; the sampler decides which
+
+    def __getitem__(self, g: int) -> dict:
+        epoch, pos = divmod(int(g), len(self.targets))
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, 2, epoch]).permutation(len(self.targets)))
+        rng = np.random.default_rng([self.seed, 3, int(g)])
+        target = int(self.targets[self._perm[1][pos]])
+        eraser = int(self.erasers[rng.integers(len(self.erasers))])
+        return make_sample(self.bank, target, eraser, rng, self.cfg)
+
+
+def validation_samples(
+    bank: InstanceBank, val: np.ndarray, erasers: np.ndarray, cfg: DataConfig, seed: int, n: int
+) -> dict:
+    """A fixed batch of ``n`` samples with held-out targets, stacked as tensors."""
+    samples = []
+    for k in range(n):
+        rng = np.random.default_rng([seed, 4, k])
+        samples.append(make_sample(bank, int(val[k % len(val)]), int(erasers[rng.integers(len(erasers))]), rng, cfg))
+    return torch.utils.data.default_collate(samples)
