@@ -1,0 +1,142 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from amodalize.config import load_config
+from amodalize.data.synth import SynthOptions, make_dataset
+from amodalize.errors import InputError
+from amodalize.train.loop import lr_factor, train, weighted_cross_entropy
+from tests.conftest import invoke
+
+TINY = [
+    "model.widen=0.25",
+    "model.init=default",
+    "data.input_size=32",
+    "optim.optimizer=adam",
+    "optim.lr=0.01",
+    "optim.weight_decay=0.0",
+    "optim.schedule=constant",
+    "optim.batch_size=8",
+    "run.workers=0",
+    "run.threads=1",
+    "run.val_samples=16",
+    "run.val_every=0",
+    "run.log_every=1",
+    "run.checkpoint_every=3",
+]
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory):
+    modal, _ = make_dataset(tmp_path_factory.mktemp("synth"), 6, 0, SynthOptions(width=96, height=96))
+    return modal
+
+
+def tiny(iters, *extra):
+    return load_config(None, [*TINY, f"optim.iters={iters}", *extra])
+
+
+def test_weighted_cross_entropy_formula():
+    logits = torch.tensor([[[[2.0, -1.0]], [[0.0, 1.0]]]])  # [1, 2, 1, 2]
+    target = torch.tensor([[[1, 0]]])
+    eraser = torch.tensor([[[1, 0]]])
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")[0, 0]
+    expected = (5 * ce[0] + ce[1]) / 2
+    assert torch.isclose(weighted_cross_entropy(logits, target, eraser, 5.0), expected)
+
+
+def test_schedules():
+    cfg = load_config(None, ["optim.milestones=[2, 4]", "optim.iters=6"])
+    assert [round(lr_factor(cfg, s), 6) for s in range(6)] == [1, 1, 0.1, 0.1, 0.01, 0.01]
+    cos = load_config(None, ["optim.schedule=cosine", "optim.iters=4"])
+    assert lr_factor(cos, 0) == 1 and lr_factor(cos, 4) == pytest.approx(0) and lr_factor(cos, 2) == pytest.approx(0.5)
+
+
+def test_loss_decreases_and_files_are_written(tmp_path, synth_data):
+    run = tmp_path / "run"
+    metrics = train(tiny(40), [synth_data], run, device="cpu")
+    losses = [r["loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert set(metrics) >= {"iou", "raw_iou", "eraser_iou", "bg_prob"}
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "checkpoint.pt", "log.jsonl", "val_grid.png"}
+    assert load_config(run / "config.yaml").optim.iters == 40
+
+
+def test_interrupt_then_resume_is_bit_for_bit(tmp_path, synth_data):
+    train(tiny(6), [synth_data], tmp_path / "a", device="cpu")
+
+    def stop_at_4(record):
+        if record["step"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(6), [synth_data], tmp_path / "b", device="cpu", on_step=stop_at_4)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["step"] == 4
+    train(tiny(6), [synth_data], tmp_path / "b", device="cpu", resume=True)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps.count(4) == 1
+
+
+def test_resume_refuses_other_data_or_shape(tmp_path, synth_data):
+    run = tmp_path / "run"
+    train(tiny(3), [synth_data], run, device="cpu")
+    with pytest.raises(InputError, match="already holds a checkpoint"):
+        train(tiny(3), [synth_data], run, device="cpu")
+    with pytest.raises(InputError, match="model.widen"):
+        train(tiny(6, "model.widen=0.5"), [synth_data], run, device="cpu", resume=True)
+    other, _ = make_dataset(tmp_path / "other", 3, 9, SynthOptions(width=96, height=96))
+    with pytest.raises(InputError, match="different data"):
+        train(tiny(6), [other], run, device="cpu", resume=True)
+
+
+def test_cli_trains_on_cocoa_demo(tmp_path, cocoa_demo):
+    files = [cocoa_demo / f"{k}.json" for k in range(1, 6)]
+    args = ["train", *files, "--out", tmp_path / "run", "--iters", "4", "--device", "cpu"]
+    for item in TINY:
+        args += ["--set", item]
+    result = invoke(args)
+    assert "validation: IoU" in result.stderr
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    bad = invoke(["train", files[0], "--out", tmp_path / "x", "--set", "optim.lr=fast"], exit_code=2)
+    assert "optim.lr must be float" in bad.stderr
+
+
+def test_torchrun_two_processes_then_resume_in_one(tmp_path, synth_data):
+    run = tmp_path / "ddp"
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "amodalize",
+        "train",
+        str(synth_data),
+        "--out",
+        str(run),
+        "--iters",
+        "3",
+        "--device",
+        "cpu",
+    ]
+    for item in TINY:
+        args += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 3 and not any(k.startswith("module.") for k in ckpt["model"])
+    train(tiny(5), [synth_data], run, device="cpu", resume=True)
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 5

@@ -1,0 +1,87 @@
+import cv2
+import numpy as np
+
+from amodalize.config import DataConfig
+from amodalize.data.formats import read_dataset
+from amodalize.data.masks import Crop
+from amodalize.data.synth import SynthOptions, make_dataset
+from amodalize.train.partial import (
+    PartialCompletionSet,
+    build_bank,
+    make_sample,
+    place_eraser,
+    resample,
+    split_instances,
+    translate,
+)
+
+CFG = DataConfig(input_size=32)
+
+
+def bank_of(tmp_path, n=6):
+    modal, _ = make_dataset(tmp_path, n, 0, SynthOptions(width=96, height=96))
+    return build_bank([read_dataset(modal)], workers=1)
+
+
+def test_resample_equals_cropping_then_nearest_resize():
+    rng = np.random.default_rng(0)
+    crop = Crop(rng.random((20, 30)) > 0.5, 5, 7)
+    x0, y0, side = 0, 3, 40
+    window = crop.within((x0, y0, x0 + side, y0 + side)).astype(np.uint8)
+    expected = cv2.resize(window, (16, 16), interpolation=cv2.INTER_NEAREST).astype(bool)
+    assert np.array_equal(resample(crop, x0, y0, side, 16), expected)
+
+
+def test_translate():
+    m = np.zeros((4, 4), bool)
+    m[1, 1] = True
+    assert translate(m, 1, 0)[1, 0] and translate(m, -1, -1)[2, 2]
+    assert not translate(m, 5, 0).any()
+
+
+def test_eraser_cuts_an_accepted_fraction():
+    rng = np.random.default_rng(1)
+    target = np.zeros((32, 32), bool)
+    target[8:24, 8:24] = True
+    eraser = np.zeros((32, 32), bool)
+    eraser[4:28, 10:20] = True
+    for _ in range(20):
+        placed = place_eraser(eraser, target, rng, CFG)
+        cut = np.count_nonzero(placed & target) / np.count_nonzero(target)
+        assert CFG.min_cut_ratio <= cut < CFG.max_cut_ratio
+
+
+def test_both_cases_follow_the_recipe(tmp_path):
+    bank = bank_of(tmp_path)
+    cases = set()
+    for seed in range(40):
+        s = make_sample(bank, 0, 1, np.random.default_rng(seed), CFG)
+        modal, eraser, target = (s[k].astype(bool) for k in ("modal", "eraser", "target"))
+        assert target.any() and modal.shape == (32, 32)
+        if np.array_equal(modal, target) and not (eraser & target).any():
+            cases.add(2)  # eraser B minus A below the target
+        else:
+            assert np.array_equal(modal, target & ~eraser)
+            cases.add(1)  # eraser B above the target
+    assert cases == {1, 2}
+
+
+def test_samples_are_a_function_of_seed_and_index(tmp_path):
+    bank = bank_of(tmp_path)
+    train, val = split_instances(bank, CFG, seed=0)
+    assert set(train).isdisjoint(val) and len(val) >= 1
+    a = PartialCompletionSet(bank, train, train, CFG, seed=3)
+    b = PartialCompletionSet(bank, train, train, CFG, seed=3)
+    for g in (0, 5, 1000):
+        assert all(np.array_equal(a[g][k], b[g][k]) for k in ("modal", "eraser", "target"))
+    assert not all(np.array_equal(a[0][k], a[1][k]) for k in ("modal", "eraser", "target"))
+
+
+def test_bank_skips_crowd_and_empty(tmp_path):
+    modal, _ = make_dataset(tmp_path, 3, 0, SynthOptions(width=64, height=64))
+    ds = read_dataset(modal)
+    n = len(ds.instances)
+    ds.instances[0].iscrowd = True
+    bank = build_bank([ds], workers=1)
+    assert len(bank) == n - 1
+    assert bank.crop(0).area == np.count_nonzero(bank.crop(0).mask) > 0
