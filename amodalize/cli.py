@@ -6,7 +6,6 @@ Status and progress go to stderr; stdout only carries machine-readable results (
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
@@ -73,13 +72,24 @@ FORMAT_OPTION = click.option(
 @click.argument("input_json", type=EXISTING_FILE)
 @click.argument("output_json", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--method",
-    type=click.Choice(["raw", "convex", "convex-r"]),
-    default="convex-r",
-    help="Amodal completion: raw = visible mask as is; convex = its hull; convex-r = hull kept only under occluders.",
+    "--checkpoint",
+    type=EXISTING_FILE,
+    default=None,
+    help="PCNet-M checkpoint (amodalize train output or the reference's *.pth.tar).",
 )
 @click.option(
-    "--order", "order", type=click.Choice(["area", "y-axis", "convex"]), default="convex", help="Ordering method."
+    "--method",
+    type=click.Choice(["raw", "convex", "convex-r", "pcnet"]),
+    default=None,
+    help="Amodal completion: pcnet (default with --checkpoint); raw = visible mask; convex = its hull; "
+    "convex-r = hull kept only under occluders (default without).",
+)
+@click.option(
+    "--order",
+    "order",
+    type=click.Choice(["area", "y-axis", "convex", "pcnet"]),
+    default=None,
+    help="Ordering method: pcnet dual completion (default with --checkpoint), else convex.",
 )
 @click.option(
     "--area-front",
@@ -87,54 +97,68 @@ FORMAT_OPTION = click.option(
     default="smaller",
     help="With --order area: which mask is in front (COCOA: smaller, KINS: larger).",
 )
+@click.option("--order-th", type=float, default=0.1, help="PCNet-M foreground threshold for ordering.")
+@click.option("--amodal-th", type=float, default=0.2, help="PCNet-M foreground threshold for completion.")
+@click.option(
+    "--amodal",
+    "amodal_mode",
+    type=click.Choice(["og", "nog"]),
+    default="og",
+    help="Erasers: og = all ancestors in the order graph; nog = ordered neighbours.",
+)
+@click.option(
+    "--increment",
+    type=click.Choice(["code", "paper"]),
+    default="code",
+    help="Ordering increment: inside the eraser (reference code) or all new pixels (paper).",
+)
+@click.option(
+    "--eraser-dilate",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Grow erasers (and the touching test) by K pixels, for masks with gaps.",
+)
+@click.option("--keep-visible", is_flag=True, help="Union the visible mask into the PCNet-M completion.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="PCNet-M queries per forward pass (default: 64 on CPU, 256 on CUDA; 1 = reference loop).",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where PCNet-M runs.")
 @FORMAT_OPTION
 @click.option("--compat", type=click.Choice(["kins"]), default=None, help="Also write KINS-2019 key names.")
-@click.option("--workers", type=int, default=-1, help="Processes for the per-image work (-1: all cores).")
-def convert(
-    input_json: Path,
-    output_json: Path,
-    method: str,
-    order: str,
-    area_front: str,
-    fmt: str | None,
-    compat: str | None,
-    workers: int,
-) -> None:
+@click.option("--workers", type=int, default=-1, help="Processes for model-free methods (-1: all cores).")
+def convert(input_json: Path, output_json: Path, checkpoint: Path | None, **options: object) -> None:
     """Write INPUT_JSON with amodal masks and occlusion order added as OUTPUT_JSON.
 
-    Every input field is kept; see README "Output schema". Example:
+    Every input field is kept; see README "Output schema". Examples:
 
-        amodalize convert instances_val.json amodal_val.json --method convex-r
+        amodalize convert val.json val_amodal.json --checkpoint runs/small/checkpoint.pt
+
+        amodalize convert val.json val_convexr.json --method convex-r --order convex
     """
-    from amodalize.convert import ConvertOptions, convert_dataset
-    from amodalize.data.formats import read_dataset
-    from amodalize.data.writer import augment, write_json_atomic
+    from amodalize.pipeline import convert_file
 
     if output_json.resolve() == input_json.resolve():
         raise click.BadParameter("the output would overwrite the input file", param_hint="OUTPUT_JSON")
-    start = time.perf_counter()
-    dataset = read_dataset(input_json, fmt)
-    opts = ConvertOptions(method=method, order=order, area_front=area_front)
     with progress_bar() as bar:
-        task = bar.add_task("converting images", total=len(dataset.images))
-        results = convert_dataset(dataset, opts, workers=workers, on_progress=lambda n: bar.advance(task, n))
-    meta = {
-        "version": __version__,
-        "method": method,
-        "order_method": order,
-        "area_front": area_front if order == "area" else None,
-        "input": str(input_json),
-        "input_format": dataset.format,
-        "checkpoint": None,
-    }
-    write_json_atomic(output_json, augment(dataset, results, meta, compat_kins=compat == "kins"))
-    completed = sum(1 for i in dataset.instances if not i.iscrowd)
-    edges = sum(len(r.edges) for r in results.values())
+        task = bar.add_task("converting images", total=None, visible=False)
+        summary = convert_file(
+            input_json,
+            output_json,
+            checkpoint=checkpoint,
+            on_start=lambda n: bar.update(task, total=n, visible=True),
+            on_progress=lambda n: bar.advance(task, n),
+            **options,
+        )
     console.print(
-        f"wrote {output_json}: {len(dataset.images)} images, {completed} instances completed, "
-        f"{edges} occlusion edges, {time.perf_counter() - start:.1f} s",
+        f"wrote {output_json}: {summary['images']} images, {summary['instances']} instances completed, "
+        f"{summary['edges']} occlusion edges from {summary['pairs']} candidate pairs, {summary['seconds']:.1f} s",
         soft_wrap=True,
     )
+    if summary.get("warning"):
+        console.print(f"[bold yellow]warning:[/] {escape(summary['warning'])}", soft_wrap=True)
 
 
 @cli.command()

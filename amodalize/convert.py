@@ -1,39 +1,60 @@
-"""Conversion of a modal dataset into amodal masks and an occlusion graph, image by image.
+"""Conversion of a modal dataset into amodal masks and an occlusion graph.
 
-The per-image work (``convert_image``) is pure; ``convert_dataset`` spreads images over worker
-processes with joblib and reports progress through a callback.
+Images are handled in chunks. Within a chunk every instance is decoded once into a crop, the
+candidate pairs are found, then the order graph and the amodal masks are computed either by a
+model-free baseline or by PCNet-M. PCNet-M queries of the whole chunk go through one
+``Completer`` in batches; model-free chunks are spread over processes with joblib.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 from joblib import Parallel, delayed
 
-from amodalize.data.masks import convex_hull, decode_crop, encode_crop
+from amodalize.data.masks import EMPTY, Crop, convex_hull, decode_crop, encode_crop, square_window
 from amodalize.data.records import Dataset, ImageRecord, ImageResult, Instance
 from amodalize.infer import baselines
-from amodalize.infer.order import edges
+from amodalize.infer.amodal import eraser_members, paste
+from amodalize.infer.batcher import Completer
+from amodalize.infer.order import edges, increment, order_from_increments, patches
 from amodalize.infer.pairs import touching_pairs
 
-AMODAL_METHODS = ("raw", "convex", "convex-r")
-ORDER_METHODS = ("area", "y-axis", "convex")
+AMODAL_METHODS = ("raw", "convex", "convex-r", "pcnet")
+ORDER_METHODS = ("area", "y-axis", "convex", "pcnet")
 
 
 @dataclass(frozen=True)
 class ConvertOptions:
     """What ``convert`` computes.
 
-    method: amodal completion: raw (visible mask as is), convex (its convex hull), convex-r
-        (hull kept only under the instance's ancestors).
-    order: ordering method: area, y-axis or convex (dual hull increments).
+    method: amodal completion: raw (visible mask as is), convex (its convex hull), convex-r (hull
+        kept only under the instance's ancestors) or pcnet.
+    order: ordering method: area, y-axis, convex (dual hull increments) or pcnet (dual completion).
     area_front: for ``order=area``, which mask is in front: smaller (COCOA) or larger (KINS).
+    order_th: PCNet-M foreground threshold for ordering (reference: 0.1).
+    amodal_th: PCNet-M foreground threshold for completion (reference: 0.2).
+    amodal_mode: 'og' erases with all ancestors (order-grounded), 'nog' with all ordered neighbours.
+    increment: 'code' counts growth inside the eraser (reference code), 'paper' all new pixels.
+    eraser_dilate: image pixels to grow erasers by, and the extra reach of the touching test,
+        for masks with gaps between neighbours (reference: 0).
+    keep_visible: union the visible mask back into the completion (reference: replace).
+    enlarge, side_ratio: inference crop side = max(sqrt(w*h*enlarge), side_ratio*w, side_ratio*h).
     """
 
     method: str = "convex-r"
     order: str = "convex"
     area_front: str = "smaller"
+    order_th: float = 0.1
+    amodal_th: float = 0.2
+    amodal_mode: str = "og"
+    increment: str = "code"
+    eraser_dilate: int = 0
+    keep_visible: bool = False
+    enlarge: float = 3.0
+    side_ratio: float = 1.1
 
     def __post_init__(self) -> None:
         if self.method not in AMODAL_METHODS:
@@ -41,33 +62,133 @@ class ConvertOptions:
         if self.order not in ORDER_METHODS:
             raise ValueError(f"unknown order method {self.order!r}; choose from {', '.join(ORDER_METHODS)}")
 
+    @property
+    def needs_model(self) -> bool:
+        """True when PCNet-M does part of the work."""
+        return "pcnet" in (self.method, self.order)
 
-def convert_image(image: ImageRecord, instances: list[Instance], opts: ConvertOptions) -> ImageResult:
-    """Order and complete the non-crowd instances of one image."""
+
+@dataclass
+class _Work:
+    """One image in flight: its live instances, their crops and windows, pairs and order."""
+
+    image: ImageRecord
+    live: list[Instance]
+    crops: list[Crop]
+    windows: list[tuple[int, int, int, int]]
+    pairs: list[tuple[int, int]]
+    hulls: list[Crop] = field(default_factory=list)
+    order: np.ndarray | None = None
+    score: np.ndarray | None = None
+
+
+def _prepare(image: ImageRecord, instances: list[Instance], opts: ConvertOptions) -> _Work:
     live = [inst for inst in instances if not inst.iscrowd]
     crops = [decode_crop(inst.modal) for inst in live]
-    pairs = touching_pairs(crops)
-    need_hulls = opts.order == "convex" or opts.method != "raw"
-    hulls = [convex_hull(c) for c in crops] if need_hulls else []
+    windows = [square_window(inst.bbox, opts.enlarge, opts.side_ratio) for inst in live]
+    work = _Work(image, live, crops, windows, touching_pairs(crops, 1 + opts.eraser_dilate))
+    if opts.order == "convex" or opts.method in ("convex", "convex-r"):
+        work.hulls = [convex_hull(c) for c in crops]
+    return work
+
+
+def _order_baseline(work: _Work, opts: ConvertOptions) -> None:
     if opts.order == "area":
-        order, score = baselines.order_area(crops, pairs, opts.area_front)
+        work.order, work.score = baselines.order_area(work.crops, work.pairs, opts.area_front)
     elif opts.order == "y-axis":
-        order, score = baselines.order_yaxis(crops, pairs)
+        work.order, work.score = baselines.order_yaxis(work.crops, work.pairs)
     else:
-        order, score = baselines.order_convex(crops, hulls, pairs)
-    result = ImageResult(image.id, pairs_tested=len(pairs))
-    result.edges = [(live[a].id, live[b].id, s) for a, b, s in edges(order, score)]
+        work.order, work.score = baselines.order_convex(work.crops, work.hulls, work.pairs)
+
+
+def _run(
+    works: list[_Work], queries: list[tuple[int, int, tuple[int, ...]]], completer: Completer, opts: ConvertOptions
+):
+    """Patches and PCNet-M probabilities for (work index, target, eraser members) queries."""
+    size = completer.input_size
+    modal = np.zeros((len(queries), size, size), np.uint8)
+    eraser = np.zeros_like(modal)
+    category = np.zeros(len(queries), np.float32)
+    for q, (w, t, members) in enumerate(queries):
+        work = works[w]
+        modal[q], eraser[q] = patches(work.crops, work.windows, t, list(members), size, opts.eraser_dilate)
+        category[q] = work.live[t].category_id
+    return modal, eraser, completer(modal, eraser, category)
+
+
+def _order_pcnet(works: list[_Work], opts: ConvertOptions, completer: Completer) -> dict:
+    """Dual completion of every touching pair; returns the probabilities worth reusing."""
+    queries = [(w, t, (e,)) for w, work in enumerate(works) for i, j in work.pairs for t, e in ((i, j), (j, i))]
+    modal, eraser, prob = _run(works, queries, completer, opts) if queries else (None, None, [])
+    occ = [np.zeros((len(work.live),) * 2) for work in works]
+    for q, (w, t, (e,)) in enumerate(queries):
+        occ[w][t, e] = increment(prob[q], modal[q], eraser[q], works[w].windows[t], opts.order_th, opts.increment)
+    for w, work in enumerate(works):
+        work.order, work.score = order_from_increments(occ[w], work.pairs)
+    return {query: prob[q] for q, query in enumerate(queries)}
+
+
+def _amodal_pcnet(works: list[_Work], opts: ConvertOptions, completer: Completer, reuse: dict) -> list[list[Crop]]:
+    """Complete every instance with its erasers; a query identical to an ordering one is not rerun."""
+    wanted = [
+        (w, i, tuple(eraser_members(work.order, i, opts.amodal_mode)))
+        for w, work in enumerate(works)
+        for i in range(len(work.live))
+    ]
+    wanted = [q for q in wanted if works[q[0]].crops[q[1]] is not EMPTY]
+    fresh = [q for q in wanted if q not in reuse]
+    probs = dict(reuse)
+    if fresh:
+        probs.update(zip(fresh, _run(works, fresh, completer, opts)[2]))
+    out = [list(work.crops) for work in works]
+    for w, i, members in wanted:
+        work = works[w]
+        crop = paste(probs[(w, i, members)], work.windows[i], opts.amodal_th, work.image.height, work.image.width)
+        if opts.keep_visible:
+            window = crop.window if crop is not EMPTY else work.crops[i].window
+            crop = Crop(crop.within(window) | work.crops[i].within(window), window[0], window[1])
+        out[w][i] = crop
+    return out
+
+
+def _amodal_baseline(work: _Work, opts: ConvertOptions) -> list[Crop] | None:
     if opts.method == "raw":
-        result.amodal = {inst.id: inst.modal for inst in live}
-        return result
-    completed = hulls if opts.method == "convex" else baselines.amodal_convex_r(crops, hulls, order)
-    for inst, crop in zip(live, completed):
-        result.amodal[inst.id] = encode_crop(crop, image.height, image.width)
+        return None
+    if opts.method == "convex":
+        return work.hulls
+    return baselines.amodal_convex_r(work.crops, work.hulls, work.order)
+
+
+def _finish(work: _Work, completed: list[Crop] | None) -> ImageResult:
+    result = ImageResult(work.image.id, pairs_tested=len(work.pairs))
+    result.edges = [(work.live[a].id, work.live[b].id, s) for a, b, s in edges(work.order, work.score)]
+    for k, inst in enumerate(work.live):
+        if completed is None:
+            result.amodal[inst.id] = inst.modal
+        else:
+            result.amodal[inst.id] = encode_crop(completed[k], work.image.height, work.image.width)
+            if not np.any(work.order[k] == -1):  # nothing in front: completion should keep its size
+                result.calibration[0] += completed[k].area
+                result.calibration[1] += work.crops[k].area
     return result
 
 
-def _convert_chunk(items: list[tuple[ImageRecord, list[Instance]]], opts: ConvertOptions) -> list[ImageResult]:
-    return [convert_image(image, insts, opts) for image, insts in items]
+def convert_chunk(
+    items: list[tuple[ImageRecord, list[Instance]]], opts: ConvertOptions, completer: Completer | None = None
+) -> list[ImageResult]:
+    """Order and complete the non-crowd instances of a few images (``completer`` for PCNet-M)."""
+    works = [_prepare(image, insts, opts) for image, insts in items]
+    reuse: dict = {}
+    if opts.order == "pcnet":
+        reuse = _order_pcnet(works, opts, completer)
+    else:
+        for work in works:
+            _order_baseline(work, opts)
+    if opts.method == "pcnet":
+        completed = _amodal_pcnet(works, opts, completer, reuse)
+    else:
+        completed = [_amodal_baseline(work, opts) for work in works]
+    return [_finish(work, c) for work, c in zip(works, completed)]
 
 
 def convert_dataset(
@@ -75,15 +196,22 @@ def convert_dataset(
     opts: ConvertOptions,
     workers: int = 1,
     chunk_size: int = 16,
+    completer: Completer | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[int, ImageResult]:
-    """Convert every image; ``workers`` processes (-1: all cores); results keyed by image id."""
+    """Convert every image; results keyed by image id.
+
+    Model-free methods spread chunks over ``workers`` processes (-1: all cores); PCNet-M runs in
+    this process, batching each chunk's queries through ``completer``.
+    """
+    if opts.needs_model and completer is None:
+        raise ValueError("PCNet-M methods need a completer (a loaded checkpoint)")
     items = [(image, dataset.by_image[image.id]) for image in dataset.images]
     chunks = [items[k : k + chunk_size] for k in range(0, len(items), chunk_size)]
-    if workers == 1 or len(chunks) == 1:
-        runs: Iterator[list[ImageResult]] = (_convert_chunk(c, opts) for c in chunks)
+    if opts.needs_model or workers == 1 or len(chunks) == 1:
+        runs: Iterator[list[ImageResult]] = (convert_chunk(c, opts, completer) for c in chunks)
     else:
-        runs = Parallel(n_jobs=workers, return_as="generator")(delayed(_convert_chunk)(c, opts) for c in chunks)
+        runs = Parallel(n_jobs=workers, return_as="generator")(delayed(convert_chunk)(c, opts) for c in chunks)
     results: dict[int, ImageResult] = {}
     for chunk_results in runs:
         for r in chunk_results:

@@ -191,16 +191,18 @@ def dilate_cross(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def touching(a: Crop, b: Crop) -> bool:
-    """True when ``a`` dilated by the 3x3 cross meets ``b`` (reference protocol §1.3)."""
+def touching(a: Crop, b: Crop, reach: int = 1) -> bool:
+    """True when ``a`` dilated ``reach`` times by the 3x3 cross meets ``b`` (reference protocol
+    §1.3 uses reach 1; a larger reach bridges annotation gaps)."""
     if a is EMPTY or b is EMPTY:
         return False
-    overlap = intersect_window(grow(a.window, 1), b.window)
+    overlap = intersect_window(grow(a.window, reach), b.window)
     if overlap is None:
         return False
-    around = grow(overlap, 1)
-    dilated = dilate_cross(a.within(around))[1:-1, 1:-1]
-    return bool(np.any(dilated & b.within(overlap)))
+    dilated = a.within(grow(overlap, reach))
+    for _ in range(reach):
+        dilated = dilate_cross(dilated)
+    return bool(np.any(dilated[reach:-reach, reach:-reach] & b.within(overlap)))
 
 
 def convex_hull(crop: Crop) -> Crop:
@@ -212,6 +214,34 @@ def convex_hull(crop: Crop) -> Crop:
     filled = np.zeros(crop.mask.shape, dtype=np.uint8)
     cv2.fillConvexPoly(filled, hull, 1)
     return Crop(filled.astype(bool) | crop.mask, crop.x0, crop.y0)
+
+
+def square_side(bbox: Sequence[float], enlarge: float = 3.0, ratio: float = 1.1) -> float:
+    """Side of the square crop around a COCO box: ``max(sqrt(w*h*enlarge), ratio*w, ratio*h)``."""
+    w, h = bbox[2], bbox[3]
+    return max(float(np.sqrt(w * h * enlarge)), ratio * w, ratio * h)
+
+
+def square_window(bbox: Sequence[float], enlarge: float = 3.0, ratio: float = 1.1) -> Window:
+    """The reference's inference crop: a square of ``square_side`` centred on the box, int-truncated."""
+    side = square_side(bbox, enlarge, ratio)
+    x0, y0 = int(bbox[0] + bbox[2] / 2 - side / 2), int(bbox[1] + bbox[3] / 2 - side / 2)
+    return (x0, y0, x0 + int(side), y0 + int(side))
+
+
+def resample(crop: Crop, window: Window, out: int) -> np.ndarray:
+    """A square window of a crop nearest-resized to ``[out, out]`` bool (cv2 INTER_NEAREST rule).
+
+    Zero outside the crop; the window is never materialised at full size.
+    """
+    side = window[2] - window[0]
+    idx = np.floor(np.arange(out) * (side / out)).astype(np.int64)
+    rows, cols = window[1] + idx - crop.y0, window[0] + idx - crop.x0
+    h, w = crop.mask.shape
+    rok, cok = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+    patch = np.zeros((out, out), dtype=bool)
+    patch[np.ix_(rok, cok)] = crop.mask[np.ix_(rows[rok], cols[cok])]
+    return patch
 
 
 def centroid_y(crop: Crop) -> float:

@@ -70,9 +70,11 @@ class Dataset:
 @dataclass
 class ImageResult:
     """One image's conversion: amodal RLE per annotation id, edges (occluder id, occludee id,
-    score in [0, 1]) and the number of pair tests run."""
+    score in [0, 1]), the number of candidate pairs, and ``calibration`` = [completed area,
+    visible area] summed over instances with nothing in front (their ratio should stay near 1)."""
 
     image_id: int
     amodal: dict[int, dict] = field(default_factory=dict)
     edges: list[tuple[int, int, float]] = field(default_factory=list)
     pairs_tested: int = 0
+    calibration: list[int] = field(default_factory=lambda: [0, 0])

@@ -5,7 +5,10 @@ antisymmetric; cycles are allowed, so it is never reduced to one depth index.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+
+from amodalize.data.masks import resample
 
 
 def order_from_increments(occ: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -65,3 +68,38 @@ def ancestors(order: np.ndarray, i: int) -> list[int]:
 def neighbours(order: np.ndarray, i: int) -> list[int]:
     """Instances with any predicted order to ``i`` (the reference's NOG erasers)."""
     return [int(j) for j in np.flatnonzero(order[i] != 0)]
+
+
+def patches(
+    crops: list, windows: list, target: int, eraser_members: list[int], size: int, dilate: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Network patches ``[S, S]`` uint8 for one query: the target's modal mask and the union of
+    ``eraser_members``' modal masks, both in the target's square window (nearest resize).
+
+    ``dilate`` grows the eraser by that many image pixels (rescaled to the patch), bridging gaps
+    between neighbouring annotations.
+    """
+    window = windows[target]
+    modal = resample(crops[target], window, size)
+    eraser = np.zeros((size, size), dtype=bool)
+    for m in eraser_members:
+        eraser |= resample(crops[m], window, size)
+    if dilate and eraser.any():
+        k = max(1, round(dilate * size / (window[2] - window[0])))
+        eraser = cv2.dilate(eraser.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8)).astype(bool)
+    return modal.astype(np.uint8), eraser.astype(np.uint8)
+
+
+def increment(
+    prob: np.ndarray, modal: np.ndarray, eraser: np.ndarray, window: tuple, threshold: float, mode: str = "code"
+) -> float:
+    """Growth of the target behind the eraser, in image pixels (reference protocol §4.2 step 2).
+
+    'code' counts new foreground pixels inside the eraser only (the reference code); 'paper'
+    counts every new foreground pixel. Patch pixels are rescaled by ``(side / S)^2``.
+    """
+    new = (prob > threshold) & (modal == 0)
+    if mode == "code":
+        new &= eraser.astype(bool)
+    side = window[2] - window[0]
+    return float(np.count_nonzero(new)) * (side / prob.shape[0]) ** 2

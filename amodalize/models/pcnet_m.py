@@ -43,15 +43,19 @@ def foreground_probability(model: torch.nn.Module, x: torch.Tensor) -> torch.Ten
     return torch.softmax(model(x).float(), dim=1)[:, 1]
 
 
-def reference_state_dict(path: str | Path, model: UNet) -> dict[str, torch.Tensor]:
-    """Load a reference PCNet-M checkpoint into ``model``'s key names, checking every key and shape.
-
-    Only tensors are read (``weights_only=True``): a checkpoint cannot run code.
-    """
+def _load(path: str | Path) -> object:
+    """``torch.load`` of tensors only (``weights_only=True``): a checkpoint cannot run code."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(path, "no such checkpoint") from None
     except Exception as e:  # torch raises many kinds for a bad file
         raise InputError(path, f"not a loadable PyTorch checkpoint ({type(e).__name__})") from None
+
+
+def reference_state_dict(path: str | Path, model: UNet) -> dict[str, torch.Tensor]:
+    """Load a reference PCNet-M checkpoint into ``model``'s key names, checking every key and shape."""
+    ckpt = _load(path)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise InputError(path, "holds no state_dict")
@@ -71,3 +75,23 @@ def reference_state_dict(path: str | Path, model: UNet) -> dict[str, torch.Tenso
                 path, f"{name} has shape {tuple(value.shape)}, the UNet expects {tuple(expected[name].shape)}"
             )
     return ours
+
+
+def load_pcnet_m(path: str | Path) -> tuple[UNet, int, str]:
+    """A PCNet-M checkpoint as (model in eval mode, input size, kind).
+
+    Accepts ``amodalize train`` checkpoints (kind 'amodalize': widen and input size from their
+    config) and the reference's released ``*.pth.tar`` (kind 'reference': the paper's UNet at 256).
+    """
+    ckpt = _load(path)
+    if isinstance(ckpt, dict) and "model" in ckpt and "config" in ckpt:
+        cfg = ckpt["config"]
+        model = UNet(2, 2, widen=cfg["model"]["widen"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise InputError(path, f"weights do not fit the UNet of its config ({str(e).splitlines()[0]})") from None
+        return model.eval(), int(cfg["data"]["input_size"]), "amodalize"
+    model = UNet(2, 2, widen=2)
+    model.load_state_dict(reference_state_dict(path, model))
+    return model.eval(), 256, "reference"

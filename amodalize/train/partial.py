@@ -18,7 +18,7 @@ import torch
 from joblib import Parallel, delayed
 
 from amodalize.config import DataConfig
-from amodalize.data.masks import EMPTY, Crop, decode_crop
+from amodalize.data.masks import EMPTY, Crop, decode_crop, resample, square_side
 from amodalize.data.records import Dataset
 
 
@@ -80,36 +80,17 @@ def build_bank(datasets: list[Dataset], workers: int = -1, chunk: int = 512) -> 
     )
 
 
-def crop_side(box: np.ndarray, cfg: DataConfig) -> float:
-    """Side of the square crop around a COCO box: max(sqrt(w*h*enlarge), ratio*w, ratio*h)."""
-    w, h = box[2], box[3]
-    return max(float(np.sqrt(w * h * cfg.enlarge_box)), cfg.min_side_ratio * w, cfg.min_side_ratio * h)
-
-
-def resample(crop: Crop, x0: int, y0: int, side: int, out: int) -> np.ndarray:
-    """The square window ``[x0, x0+side) x [y0, y0+side)`` of a crop, nearest-resized to ``out``.
-
-    Zero outside the crop; never materialises the window at full size.
-    """
-    idx = np.floor(np.arange(out) * (side / out)).astype(np.int64)
-    rows, cols = y0 + idx - crop.y0, x0 + idx - crop.x0
-    h, w = crop.mask.shape
-    rok, cok = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
-    patch = np.zeros((out, out), dtype=bool)
-    patch[np.ix_(rok, cok)] = crop.mask[np.ix_(rows[rok], cols[cok])]
-    return patch
-
-
 def sample_patch(bank: InstanceBank, k: int, rng: np.random.Generator, cfg: DataConfig, shift: bool) -> np.ndarray:
     """Instance k cropped around its box with the training augmentation, ``[S, S]`` bool."""
     box = bank.boxes[k]
-    side = crop_side(box, cfg)
+    side = square_side(box, cfg.enlarge_box, cfg.min_side_ratio)
     cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
     if shift:
         cx += rng.uniform(-cfg.shift, cfg.shift) * side
         cy += rng.uniform(-cfg.shift, cfg.shift) * side
     side /= rng.uniform(cfg.scale_min, cfg.scale_max)
-    patch = resample(bank.crop(k), int(cx - side / 2), int(cy - side / 2), max(int(side), 1), cfg.input_size)
+    x0, y0, side_px = int(cx - side / 2), int(cy - side / 2), max(int(side), 1)
+    patch = resample(bank.crop(k), (x0, y0, x0 + side_px, y0 + side_px), cfg.input_size)
     if cfg.flip and rng.random() < 0.5:
         patch = patch[:, ::-1]
     return patch
@@ -160,7 +141,7 @@ def make_sample(bank: InstanceBank, target: int, eraser: int, rng: np.random.Gen
 
 def split_instances(bank: InstanceBank, cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Eligible instance indices split into (train, validation) targets, deterministically."""
-    sides = np.array([crop_side(b, cfg) for b in bank.boxes])
+    sides = np.array([square_side(b, cfg.enlarge_box, cfg.min_side_ratio) for b in bank.boxes])
     eligible = np.flatnonzero(sides >= cfg.min_box)
     if eligible.size < 2:
         raise ValueError(f"only {eligible.size} instance(s) large enough to train on (data.min_box {cfg.min_box})")

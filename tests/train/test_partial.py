@@ -3,14 +3,13 @@ import numpy as np
 
 from amodalize.config import DataConfig
 from amodalize.data.formats import read_dataset
-from amodalize.data.masks import Crop
+from amodalize.data.masks import Crop, resample
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.train.partial import (
     PartialCompletionSet,
     build_bank,
     make_sample,
     place_eraser,
-    resample,
     split_instances,
     translate,
 )
@@ -29,7 +28,7 @@ def test_resample_equals_cropping_then_nearest_resize():
     x0, y0, side = 0, 3, 40
     window = crop.within((x0, y0, x0 + side, y0 + side)).astype(np.uint8)
     expected = cv2.resize(window, (16, 16), interpolation=cv2.INTER_NEAREST).astype(bool)
-    assert np.array_equal(resample(crop, x0, y0, side, 16), expected)
+    assert np.array_equal(resample(crop, (x0, y0, x0 + side, y0 + side), 16), expected)
 
 
 def test_translate():

@@ -1,0 +1,32 @@
+"""Amodal completion with PCNet-M: which instances erase a target, and pasting the result back
+(reference protocol §4.4)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from amodalize.data.masks import EMPTY, Crop, Window, tight
+from amodalize.infer.order import ancestors, neighbours
+
+
+def eraser_members(order: np.ndarray, i: int, mode: str = "og") -> list[int]:
+    """Instances whose union erases target ``i``: all ancestors ('og', order-grounded) or all
+    instances with any predicted order to it ('nog')."""
+    if mode == "og":
+        return ancestors(order, i)
+    if mode == "nog":
+        return neighbours(order, i)
+    raise ValueError(f"unknown amodal mode {mode!r}; choose 'og' or 'nog'")
+
+
+def paste(prob: np.ndarray, window: Window, threshold: float, height: int, width: int) -> Crop:
+    """The thresholded ``[S, S]`` prediction resized (bilinear, > 0.5) onto its square window,
+    clipped to the image, as a tight crop."""
+    x0, y0, x1, y1 = window
+    side = x1 - x0
+    mask = cv2.resize((prob > threshold).astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR) > 0.5
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return EMPTY
+    return tight(mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0], cx0, cy0)

@@ -1,0 +1,47 @@
+"""Batched PCNet-M forwards: many (target, eraser) patch queries per call, scattered back in order."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from amodalize.models.pcnet_m import foreground_probability, pack_input
+
+
+class Completer:
+    """Runs PCNet-M on stacks of queries, ``batch_size`` per forward pass.
+
+    Args:
+        model (nn.Module): PCNet-M in eval mode.
+        input_size (int): patch side S the model was trained at.
+        device (torch.device): where the forwards run.
+        batch_size (int): queries per forward; 1 is the reference's one-pair-per-forward loop.
+        amp (bool): bfloat16 autocast on CUDA.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, input_size: int, *, device: torch.device, batch_size: int = 64, amp: bool = False
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.input_size = input_size
+        self.device = device
+        self.batch_size = batch_size
+        self.amp = amp and device.type == "cuda"
+        self.forwards = 0
+        self.queries = 0
+
+    def __call__(self, modal: np.ndarray, eraser: np.ndarray, category: np.ndarray) -> np.ndarray:
+        """P(foreground) ``[N, S, S]`` float32 for modal/eraser ``[N, S, S]`` 0/1 and category ``[N]``."""
+        n = len(modal)
+        out = np.empty((n, self.input_size, self.input_size), dtype=np.float32)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            for k in range(0, n, self.batch_size):
+                x = pack_input(
+                    torch.from_numpy(modal[k : k + self.batch_size]),
+                    torch.from_numpy(eraser[k : k + self.batch_size]),
+                    torch.from_numpy(category[k : k + self.batch_size]),
+                )
+                out[k : k + self.batch_size] = foreground_probability(self.model, x.to(self.device)).cpu().numpy()
+                self.forwards += 1
+        self.queries += n
+        return out
