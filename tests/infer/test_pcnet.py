@@ -1,0 +1,109 @@
+"""PCNet-M conversion: the pipeline logic with a model whose answer is known, batching, weights."""
+
+import json
+
+import cv2
+import numpy as np
+import torch
+
+from amodalize.convert import ConvertOptions, convert_dataset
+from amodalize.data.formats import read_dataset
+from amodalize.data.masks import Crop, decode_crop, encode_crop
+from amodalize.data.records import Dataset, ImageRecord, Instance
+from amodalize.data.synth import SynthOptions, make_dataset
+from amodalize.infer.batcher import Completer
+from amodalize.models.unet import UNet
+from tests.conftest import invoke
+from tests.models.test_unet import to_reference
+
+
+class HullNet(torch.nn.Module):
+    """A stand-in for PCNet-M whose answer is known: it completes the modal input to its convex
+    hull, i.e. a target grows exactly into the hidden part of a convex object."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], 2, *x.shape[2:])
+        for k, modal in enumerate((x[:, 0] > 0).numpy().astype(np.uint8)):
+            hull = np.zeros_like(modal)
+            contours, _ = cv2.findContours(modal, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            if contours:
+                cv2.fillConvexPoly(hull, cv2.convexHull(np.concatenate(contours)), 1)
+            out[k, 1] = torch.from_numpy(hull * 20.0 - 10.0)
+        return out
+
+
+def square_and_bar(size=64):
+    """A square (id 1) behind a vertical bar (id 2) that hides its middle columns."""
+    square = np.zeros((size, size), bool)
+    square[16:48, 16:48] = True
+    bar = np.zeros((size, size), bool)
+    bar[8:56, 28:36] = True
+    image = ImageRecord(1, size, size, None, {"id": 1, "width": size, "height": size})
+    insts = []
+    for k, mask in enumerate((square & ~bar, bar), start=1):
+        rle = encode_crop(Crop(mask), size, size)
+        insts.append(Instance(k, 1, 1, rle, list(map(float, cv2.boundingRect(mask.astype(np.uint8)))), source={"id": k}))
+    return Dataset(None, "coco", [image], insts, []), square
+
+
+def test_dual_completion_orders_and_completes_with_a_known_model():
+    dataset, square = square_and_bar()
+    completer = Completer(HullNet(), 64, device=torch.device("cpu"), batch_size=4)
+    result = convert_dataset(dataset, ConvertOptions("pcnet", "pcnet"), completer=completer)[1]
+    assert [(a, b) for a, b, _ in result.edges] == [(2, 1)]  # the bar occludes the square
+    got = decode_crop(result.amodal[1]).within((0, 0, 64, 64))
+    assert (got & square).sum() / (got | square).sum() > 0.9  # resize rounding at the edges
+    # 2 ordering queries + 2 completions, one of which (the square behind the bar) is reused
+    assert completer.queries == 3
+
+
+def tiny_model(path):
+    torch.manual_seed(0)
+    model = UNet(2, 2, widen=0.25)
+    for m in model.modules():  # non-trivial running statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+    cfg = {"model": {"widen": 0.25}, "data": {"input_size": 32}}
+    torch.save({"model": model.state_dict(), "config": cfg}, path)
+    return path
+
+
+def test_batched_equals_one_pair_per_forward(tmp_path):
+    modal, _ = make_dataset(tmp_path, 6, 5, SynthOptions(width=96, height=96))
+    ckpt = tiny_model(tmp_path / "m.pt")
+    outs = []
+    for batch in ("1", "64"):
+        out = tmp_path / f"b{batch}.json"
+        invoke(["convert", modal, out, "--checkpoint", ckpt, "--batch-size", batch, "--amodal-th", "0.5", "--order-th", "0.5"])
+        outs.append(json.loads(out.read_text()))
+    assert outs[0]["annotations"] == outs[1]["annotations"]
+    assert outs[0]["occlusion_pairs"] == outs[1]["occlusion_pairs"]
+    assert outs[0]["info"]["amodalize"]["checkpoint"]["kind"] == "amodalize"
+
+
+def test_reference_checkpoint_converts(tmp_path):
+    dataset, _ = square_and_bar()
+    torch.manual_seed(0)
+    state = {to_reference(k): v for k, v in UNet(2, 2, widen=2).state_dict().items()}
+    ckpt = tmp_path / "COCOA_pcnet_m.pth.tar"
+    torch.save({"step": 56000, "state_dict": state, "optimizer": {}}, ckpt)
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps({"images": [dataset.images[0].source], "annotations": [
+        {"id": i.id, "image_id": 1, "category_id": 1, "segmentation": i.modal, "bbox": i.bbox} for i in dataset.instances]}))
+    out = tmp_path / "out.json"
+    invoke(["convert", src, out, "--checkpoint", ckpt])
+    info = json.loads(out.read_text())["info"]["amodalize"]
+    assert info["checkpoint"]["kind"] == "reference" and info["checkpoint"]["input_size"] == 256
+    assert info["method"] == info["order_method"] == "pcnet"
+
+
+def test_pcnet_without_checkpoint_is_a_clear_error(tmp_path, cocoa_demo):
+    result = invoke(["convert", cocoa_demo / "1.json", tmp_path / "o.json", "--method", "pcnet"], exit_code=1)
+    assert "needs a PCNet-M --checkpoint" in result.stderr and not (tmp_path / "o.json").exists()
+
+
+def test_gt_modal_converts_on_cocoa_demo(tmp_path, cocoa_demo):
+    ckpt = tiny_model(tmp_path / "m.pt")
+    out = tmp_path / "o.json"
+    invoke(["convert", cocoa_demo / "3.json", out, "--checkpoint", ckpt])
+    assert len(read_dataset(out).instances) == 19
