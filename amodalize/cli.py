@@ -6,6 +6,7 @@ Status and progress go to stderr; stdout only carries machine-readable results (
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import click
@@ -129,7 +130,14 @@ FORMAT_OPTION = click.option(
 @FORMAT_OPTION
 @click.option("--compat", type=click.Choice(["kins"]), default=None, help="Also write KINS-2019 key names.")
 @click.option("--workers", type=int, default=-1, help="Processes for model-free methods (-1: all cores).")
-def convert(input_json: Path, output_json: Path, checkpoint: Path | None, **options: object) -> None:
+@click.option(
+    "--shard",
+    type=str,
+    default=None,
+    metavar="K/N",
+    help="Convert only shard K of N (images K, K+N, ...) into a part file for `amodalize merge`.",
+)
+def convert(input_json: Path, output_json: Path, checkpoint: Path | None, shard: str | None, **options: object) -> None:
     """Write INPUT_JSON with amodal masks and occlusion order added as OUTPUT_JSON.
 
     Every input field is kept; see README "Output schema". Examples:
@@ -138,27 +146,76 @@ def convert(input_json: Path, output_json: Path, checkpoint: Path | None, **opti
 
         amodalize convert val.json val_convexr.json --method convex-r --order convex
     """
-    from amodalize.pipeline import convert_file
+    import os
+
+    from amodalize.pipeline import convert_file, merge_files, parts_dir
 
     if output_json.resolve() == input_json.resolve():
         raise click.BadParameter("the output would overwrite the input file", param_hint="OUTPUT_JSON")
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    target = output_json
+    if shard is not None:
+        parts = _parse_shard(shard)
+    elif world > 1:  # under torchrun: one shard per process, rank 0 merges
+        parts = (rank, world)
+        target = parts_dir(output_json) / f"shard-{rank}-of-{world}.json"
+    else:
+        parts = None
     with progress_bar() as bar:
         task = bar.add_task("converting images", total=None, visible=False)
         summary = convert_file(
             input_json,
-            output_json,
+            target,
             checkpoint=checkpoint,
-            on_start=lambda n: bar.update(task, total=n, visible=True),
+            shard=parts,
+            on_start=lambda n, done: bar.update(task, total=n, completed=done, visible=True),
             on_progress=lambda n: bar.advance(task, n),
             **options,
         )
+    if shard is None and world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo")
+        dist.barrier()
+        if rank == 0:
+            merge_files([parts_dir(output_json) / f"shard-{k}-of-{world}.json" for k in range(world)], output_json)
+            shutil.rmtree(parts_dir(output_json), ignore_errors=True)
+        dist.barrier()
+        dist.destroy_process_group()
     console.print(
-        f"wrote {output_json}: {summary['images']} images, {summary['instances']} instances completed, "
+        f"wrote {target}: {summary['images']} images, {summary['instances']} instances completed, "
         f"{summary['edges']} occlusion edges from {summary['pairs']} candidate pairs, {summary['seconds']:.1f} s",
         soft_wrap=True,
     )
     if summary.get("warning"):
         console.print(f"[bold yellow]warning:[/] {escape(summary['warning'])}", soft_wrap=True)
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"expected K/N such as 0/4, got {text!r}", param_hint="--shard") from None
+    if not 0 <= k < n:
+        raise click.BadParameter(f"K must lie in 0..N-1, got {text!r}", param_hint="--shard")
+    return k, n
+
+
+@cli.command()
+@click.argument("parts", nargs=-1, required=True, type=EXISTING_FILE)
+@click.argument("output_json", type=click.Path(dir_okay=False, path_type=Path))
+def merge(parts: tuple[Path, ...], output_json: Path) -> None:
+    """Join the PARTS written by `convert --shard K/N` into OUTPUT_JSON.
+
+    Checks that the parts cover every image exactly once and were made with the same input,
+    checkpoint and settings. Example:
+
+        amodalize merge part0.json part1.json val_amodal.json
+    """
+    from amodalize.pipeline import merge_files
+
+    summary = merge_files(list(parts), output_json)
+    console.print(f"wrote {output_json}: {summary['images']} images from {summary['parts']} parts", soft_wrap=True)
 
 
 @cli.command()

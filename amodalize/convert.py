@@ -194,19 +194,20 @@ def convert_chunk(
 def convert_dataset(
     dataset: Dataset,
     opts: ConvertOptions,
+    images: list[ImageRecord] | None = None,
     workers: int = 1,
     chunk_size: int = 16,
     completer: Completer | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[int, ImageResult]:
-    """Convert every image; results keyed by image id.
+    """Convert ``images`` (default: every image of the dataset); results keyed by image id.
 
     Model-free methods spread chunks over ``workers`` processes (-1: all cores); PCNet-M runs in
     this process, batching each chunk's queries through ``completer``.
     """
     if opts.needs_model and completer is None:
         raise ValueError("PCNet-M methods need a completer (a loaded checkpoint)")
-    items = [(image, dataset.by_image[image.id]) for image in dataset.images]
+    items = [(image, dataset.by_image[image.id]) for image in (dataset.images if images is None else images)]
     chunks = [items[k : k + chunk_size] for k in range(0, len(items), chunk_size)]
     if opts.needs_model or workers == 1 or len(chunks) == 1:
         runs: Iterator[list[ImageResult]] = (convert_chunk(c, opts, completer) for c in chunks)

@@ -1,11 +1,15 @@
-"""File-level conversion: read a dataset, load PCNet-M if asked, convert, write the augmented file.
+"""File-level conversion: read, load PCNet-M if asked, convert in resumable chunks, write.
 
-This is what ``amodalize convert`` calls; it owns provenance (``info.amodalize``) and the summary.
+Finished chunks are flushed to ``OUT.json.parts/`` and skipped by a rerun with the same input and
+settings; the final file is written atomically and the parts removed. ``shard=(K, N)`` converts
+images ``K, K+N, K+2N, ...`` into a part file that ``merge_files`` joins with the others.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +19,9 @@ import torch
 from amodalize import __version__
 from amodalize.convert import ConvertOptions, convert_dataset
 from amodalize.data.formats import read_dataset
-from amodalize.data.writer import augment, write_json_atomic
+from amodalize.data.formats.common import load_json
+from amodalize.data.records import Dataset, ImageResult
+from amodalize.data.writer import augment, merge_parts, write_json_atomic
 from amodalize.errors import AmodalizeError
 from amodalize.infer.batcher import Completer
 from amodalize.models.pcnet_m import load_pcnet_m
@@ -47,6 +53,53 @@ def load_completer(checkpoint: Path, device: str = "auto", batch_size: int | Non
     return completer, info
 
 
+def parts_dir(output_json: Path) -> Path:
+    """Where the finished chunks of ``output_json`` wait until the file is complete."""
+    return output_json.with_name(output_json.name + ".parts")
+
+
+class ChunkStore:
+    """Finished chunks of one conversion, valid only for the settings they were made with."""
+
+    def __init__(self, folder: Path, fingerprint: str) -> None:
+        self.folder, self.fingerprint = folder, fingerprint
+
+    def load(self) -> dict[int, ImageResult]:
+        """Results of the finished chunks; none when the folder holds another conversion's."""
+        stamp = self.folder / "settings.json"
+        if not stamp.exists() or load_json(stamp).get("fingerprint") != self.fingerprint:
+            return {}
+        done = {}
+        for part in sorted(self.folder.glob("chunk-*.json")):
+            for r in load_json(part):
+                done[r["image_id"]] = ImageResult.from_json(r)
+        return done
+
+    def save(self, results: list[ImageResult]) -> None:
+        """Flush one finished chunk (atomically), named after its first image."""
+        stamp = self.folder / "settings.json"
+        if not stamp.exists() or load_json(stamp).get("fingerprint") != self.fingerprint:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            write_json_atomic(stamp, {"fingerprint": self.fingerprint})
+        write_json_atomic(self.folder / f"chunk-{results[0].image_id}.json", [r.to_json() for r in results])
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def subset(dataset: Dataset, keep: list) -> Dataset:
+    """The images ``keep`` with their instances, the rest of the dataset unchanged."""
+    ids = {image.id for image in keep}
+    return Dataset(
+        dataset.path,
+        dataset.format,
+        keep,
+        [i for i in dataset.instances if i.image_id in ids],
+        dataset.categories,
+        dataset.extra,
+    )
+
+
 def convert_file(
     input_json: Path,
     output_json: Path,
@@ -59,11 +112,17 @@ def convert_file(
     workers: int = -1,
     batch_size: int | None = None,
     device: str = "auto",
-    on_start: Callable[[int], None] | None = None,
+    shard: tuple[int, int] | None = None,
+    flush_every: int = 256,
+    on_start: Callable[[int, int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     **settings: object,
 ) -> dict:
-    """Convert one annotation file; ``settings`` are further ConvertOptions fields. Returns a summary."""
+    """Convert one annotation file; ``settings`` are further ConvertOptions fields.
+
+    ``on_start(total images, already finished)`` and ``on_progress(images)`` report progress.
+    Returns a summary (images, instances, edges, pairs, seconds, forwards, queries, warning).
+    """
     start = time.perf_counter()
     method = method or ("pcnet" if checkpoint else "convex-r")
     order = order or ("pcnet" if checkpoint else "convex")
@@ -71,20 +130,47 @@ def convert_file(
     if opts.needs_model and checkpoint is None:
         raise AmodalizeError("--method/--order pcnet needs a PCNet-M --checkpoint (train one with `amodalize train`)")
     dataset = read_dataset(input_json, fmt)
+    images = dataset.images if shard is None else dataset.images[shard[0] :: shard[1]]
     completer, ckpt_info = load_completer(checkpoint, device, batch_size) if opts.needs_model else (None, None)
-    if on_start:
-        on_start(len(dataset.images))
-    results = convert_dataset(dataset, opts, workers=workers, completer=completer, on_progress=on_progress)
     meta = {
         "version": __version__,
         "method": opts.method,
         "order_method": opts.order,
         "settings": {k: v for k, v in opts.__dict__.items() if k not in ("method", "order")},
         "input": str(input_json),
+        "input_sha256": sha256(input_json),
         "input_format": dataset.format,
         "checkpoint": ckpt_info,
     }
-    write_json_atomic(output_json, augment(dataset, results, meta, compat_kins=compat == "kins"))
+    fingerprint = hashlib.sha256(json.dumps([meta, shard, flush_every], sort_keys=True).encode()).hexdigest()
+    store = ChunkStore(parts_dir(output_json), fingerprint)
+    results = store.load()
+    todo = [image for image in images if image.id not in results]
+    if on_start:
+        on_start(len(images), len(images) - len(todo))
+    for k in range(0, len(todo), flush_every):
+        block = todo[k : k + flush_every]
+        done = convert_dataset(dataset, opts, block, workers=workers, completer=completer, on_progress=on_progress)
+        store.save(list(done.values()))
+        results.update(done)
+
+    part = subset(dataset, images) if shard else dataset
+    if shard:
+        positions = {id(inst): n for n, inst in enumerate(dataset.instances)}
+        meta["shard"] = {
+            "index": shard[0],
+            "count": shard[1],
+            "images_total": len(dataset.images),
+            "annotation_index": [positions[id(inst)] for inst in part.instances],
+        }
+    write_json_atomic(output_json, augment(part, results, meta, compat_kins=compat == "kins"))
+    store.remove()
+    return _summary(part, results, completer, opts, time.perf_counter() - start)
+
+
+def _summary(
+    dataset: Dataset, results: dict, completer: Completer | None, opts: ConvertOptions, seconds: float
+) -> dict:
     grown = sum(r.calibration[0] for r in results.values())
     visible = sum(r.calibration[1] for r in results.values())
     summary = {
@@ -92,7 +178,7 @@ def convert_file(
         "instances": sum(1 for i in dataset.instances if not i.iscrowd),
         "edges": sum(len(r.edges) for r in results.values()),
         "pairs": sum(r.pairs_tested for r in results.values()),
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
         "forwards": completer.forwards if completer else 0,
         "queries": completer.queries if completer else 0,
     }
@@ -102,3 +188,11 @@ def convert_file(
             "(under-trained?); check the masks or raise --amodal-th"
         )
     return summary
+
+
+def merge_files(parts: list[Path], output_json: Path) -> dict:
+    """Join shard part files into one augmented file, as a single run would have written it."""
+    docs = [load_json(p) for p in parts]
+    doc = merge_parts(docs, parts)
+    write_json_atomic(output_json, doc)
+    return {"images": len(doc["images"]), "annotations": len(doc["annotations"]), "parts": len(parts)}

@@ -78,3 +78,24 @@ class ImageResult:
     edges: list[tuple[int, int, float]] = field(default_factory=list)
     pairs_tested: int = 0
     calibration: list[int] = field(default_factory=lambda: [0, 0])
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict (for resumable part files)."""
+        return {
+            "image_id": self.image_id,
+            "amodal": {str(k): v for k, v in self.amodal.items()},
+            "edges": [list(e) for e in self.edges],
+            "pairs_tested": self.pairs_tested,
+            "calibration": self.calibration,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> ImageResult:
+        """Inverse of ``to_json``."""
+        return cls(
+            d["image_id"],
+            {int(k): v for k, v in d["amodal"].items()},
+            [(int(a), int(b), float(s)) for a, b, s in d["edges"]],
+            d["pairs_tested"],
+            list(d["calibration"]),
+        )

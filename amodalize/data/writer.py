@@ -18,6 +18,7 @@ from pathlib import Path
 
 from amodalize.data.masks import rle_area, rle_bbox, rle_minus
 from amodalize.data.records import Dataset, ImageResult, Instance
+from amodalize.errors import InputError
 
 # The COCO input's modal fields move to their visible_* names instead of source_fields.
 MOVED_FROM_COCO = ("segmentation", "bbox", "area")
@@ -102,3 +103,49 @@ def write_json_atomic(path: str | Path, doc: object) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def merge_parts(docs: list[dict], paths: list[Path]) -> dict:
+    """Join shard part documents (``info.amodalize.shard``) into the document one run would write.
+
+    Raises InputError unless the parts come from the same input and settings and cover every
+    shard exactly once.
+    """
+    metas = []
+    for doc, path in zip(docs, paths):
+        meta = doc.get("info", {}).get("amodalize", {}) if isinstance(doc, dict) else {}
+        if "shard" not in meta:
+            raise InputError(path, "is not a shard part (no info.amodalize.shard); make parts with convert --shard K/N")
+        metas.append(meta)
+    base = {k: v for k, v in metas[0].items() if k != "shard"}
+    for meta, path in zip(metas, paths):
+        if {k: v for k, v in meta.items() if k != "shard"} != base:
+            raise InputError(path, f"was made from another input, checkpoint or settings than {paths[0]}")
+    count, total = metas[0]["shard"]["count"], metas[0]["shard"]["images_total"]
+    indices = sorted(m["shard"]["index"] for m in metas)
+    if indices != list(range(count)) or any(m["shard"]["count"] != count for m in metas):
+        raise InputError(
+            paths[0], f"the parts hold shards {indices} of {count}; each of 0..{count - 1} must appear once"
+        )
+    images: list = [None] * total
+    annotations = []
+    for doc, meta, path in zip(docs, metas, paths):
+        k = meta["shard"]["index"]
+        slots = range(k, total, count)
+        if len(slots) != len(doc["images"]):
+            raise InputError(
+                path, f"holds {len(doc['images'])} images, shard {k}/{count} of {total} needs {len(slots)}"
+            )
+        for slot, image in zip(slots, doc["images"]):
+            images[slot] = image
+        annotations += zip(meta["shard"]["annotation_index"], doc["annotations"])
+    position = {image["id"]: n for n, image in enumerate(images)}
+    pairs = sorted((p for doc in docs for p in doc["occlusion_pairs"]), key=lambda p: position[p["image_id"]])
+    merged = dict(docs[0])
+    merged.update(
+        info={**docs[0]["info"], "amodalize": base},
+        images=images,
+        annotations=[ann for _, ann in sorted(annotations, key=lambda a: a[0])],
+        occlusion_pairs=pairs,
+    )
+    return merged

@@ -73,7 +73,7 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
     return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
-class _Batches:
+class RankBatches:
     """Batches of global sample indices for one rank: step s takes ``[s*B + r*b, s*B + (r+1)*b)``."""
 
     def __init__(self, start: int, iters: int, batch: int, rank: int, world: int) -> None:
@@ -249,7 +249,7 @@ def train(
     data = PartialCompletionSet(bank, train_ids, train_ids, cfg.data, cfg.run.seed)
     loader = torch.utils.data.DataLoader(
         data,
-        batch_sampler=_Batches(start, cfg.optim.iters, cfg.optim.batch_size, rank, world),
+        batch_sampler=RankBatches(start, cfg.optim.iters, cfg.optim.batch_size, rank, world),
         num_workers=cfg.run.workers,
         pin_memory=cuda,
         persistent_workers=False,

@@ -42,7 +42,9 @@ def square_and_bar(size=64):
     insts = []
     for k, mask in enumerate((square & ~bar, bar), start=1):
         rle = encode_crop(Crop(mask), size, size)
-        insts.append(Instance(k, 1, 1, rle, list(map(float, cv2.boundingRect(mask.astype(np.uint8)))), source={"id": k}))
+        insts.append(
+            Instance(k, 1, 1, rle, list(map(float, cv2.boundingRect(mask.astype(np.uint8)))), source={"id": k})
+        )
     return Dataset(None, "coco", [image], insts, []), square
 
 
@@ -74,7 +76,21 @@ def test_batched_equals_one_pair_per_forward(tmp_path):
     outs = []
     for batch in ("1", "64"):
         out = tmp_path / f"b{batch}.json"
-        invoke(["convert", modal, out, "--checkpoint", ckpt, "--batch-size", batch, "--amodal-th", "0.5", "--order-th", "0.5"])
+        invoke(
+            [
+                "convert",
+                modal,
+                out,
+                "--checkpoint",
+                ckpt,
+                "--batch-size",
+                batch,
+                "--amodal-th",
+                "0.5",
+                "--order-th",
+                "0.5",
+            ]
+        )
         outs.append(json.loads(out.read_text()))
     assert outs[0]["annotations"] == outs[1]["annotations"]
     assert outs[0]["occlusion_pairs"] == outs[1]["occlusion_pairs"]
@@ -88,8 +104,17 @@ def test_reference_checkpoint_converts(tmp_path):
     ckpt = tmp_path / "COCOA_pcnet_m.pth.tar"
     torch.save({"step": 56000, "state_dict": state, "optimizer": {}}, ckpt)
     src = tmp_path / "in.json"
-    src.write_text(json.dumps({"images": [dataset.images[0].source], "annotations": [
-        {"id": i.id, "image_id": 1, "category_id": 1, "segmentation": i.modal, "bbox": i.bbox} for i in dataset.instances]}))
+    src.write_text(
+        json.dumps(
+            {
+                "images": [dataset.images[0].source],
+                "annotations": [
+                    {"id": i.id, "image_id": 1, "category_id": 1, "segmentation": i.modal, "bbox": i.bbox}
+                    for i in dataset.instances
+                ],
+            }
+        )
+    )
     out = tmp_path / "out.json"
     invoke(["convert", src, out, "--checkpoint", ckpt])
     info = json.loads(out.read_text())["info"]["amodalize"]
