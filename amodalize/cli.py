@@ -131,6 +131,13 @@ FORMAT_OPTION = click.option(
 @click.option("--compat", type=click.Choice(["kins"]), default=None, help="Also write KINS-2019 key names.")
 @click.option("--workers", type=int, default=-1, help="Processes for model-free methods (-1: all cores).")
 @click.option(
+    "--images-from",
+    type=EXISTING_FILE,
+    default=None,
+    help="INPUT_JSON is a detection-results list (predicted modal masks); take the images from this dataset file.",
+)
+@click.option("--min-score", type=float, default=0.0, help="With --images-from: drop detections scoring below this.")
+@click.option(
     "--shard",
     type=str,
     default=None,

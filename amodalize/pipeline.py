@@ -20,6 +20,7 @@ from amodalize import __version__
 from amodalize.convert import ConvertOptions, convert_dataset
 from amodalize.data.formats import read_dataset
 from amodalize.data.formats.common import load_json
+from amodalize.data.formats.detections import read_detections
 from amodalize.data.records import Dataset, ImageResult
 from amodalize.data.writer import augment, merge_parts, write_json_atomic
 from amodalize.errors import AmodalizeError
@@ -113,6 +114,8 @@ def convert_file(
     batch_size: int | None = None,
     device: str = "auto",
     shard: tuple[int, int] | None = None,
+    images_from: Path | None = None,
+    min_score: float = 0.0,
     flush_every: int = 256,
     on_start: Callable[[int, int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
@@ -129,7 +132,7 @@ def convert_file(
     opts = ConvertOptions(method=method, order=order, **settings)
     if opts.needs_model and checkpoint is None:
         raise AmodalizeError("--method/--order pcnet needs a PCNet-M --checkpoint (train one with `amodalize train`)")
-    dataset = read_dataset(input_json, fmt)
+    dataset = read_detections(input_json, images_from, min_score) if images_from else read_dataset(input_json, fmt)
     images = dataset.images if shard is None else dataset.images[shard[0] :: shard[1]]
     completer, ckpt_info = load_completer(checkpoint, device, batch_size) if opts.needs_model else (None, None)
     meta = {
@@ -139,7 +142,9 @@ def convert_file(
         "settings": {k: v for k, v in opts.__dict__.items() if k not in ("method", "order")},
         "input": str(input_json),
         "input_sha256": sha256(input_json),
-        "input_format": dataset.format,
+        "input_format": "detections" if images_from else dataset.format,
+        "images_from": str(images_from) if images_from else None,
+        "min_score": min_score if images_from else None,
         "checkpoint": ckpt_info,
     }
     fingerprint = hashlib.sha256(json.dumps([meta, shard, flush_every], sort_keys=True).encode()).hexdigest()

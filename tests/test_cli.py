@@ -134,3 +134,37 @@ def test_help_lists_commands():
     text = invoke(["--help"]).stdout
     for command in ("convert", "evaluate", "synth", "visualize"):
         assert command in text
+
+
+def test_predicted_modal_masks_as_input(tmp_path):
+    invoke(["synth", tmp_path / "s", "--images", "3", "--size", "96", "--seed", "4"])
+    modal = json.loads((tmp_path / "s" / "modal.json").read_text())
+    dets = [
+        {"image_id": a["image_id"], "category_id": 1, "segmentation": a["segmentation"], "score": 0.3 + 0.2 * (k % 4)}
+        for k, a in enumerate(modal["annotations"])
+    ]
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    out = tmp_path / "out.json"
+    invoke(
+        [
+            "convert",
+            tmp_path / "dets.json",
+            out,
+            "--images-from",
+            tmp_path / "s" / "modal.json",
+            "--min-score",
+            "0.5",
+            "--eraser-dilate",
+            "2",
+        ]
+    )
+    doc = json.loads(out.read_text())
+    kept = [d for d in dets if d["score"] >= 0.5]
+    assert len(doc["annotations"]) == len(kept) > 0
+    assert [a["score"] for a in doc["annotations"]] == [d["score"] for d in kept]
+    assert [a["id"] for a in doc["annotations"]] == list(range(1, len(kept) + 1))
+    assert doc["images"] == modal["images"] and doc["info"]["amodalize"]["input_format"] == "detections"
+    bad = invoke(
+        ["convert", tmp_path / "s" / "modal.json", out, "--images-from", tmp_path / "s" / "modal.json"], exit_code=2
+    )
+    assert "expected a list of detections" in bad.stderr
