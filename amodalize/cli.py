@@ -119,7 +119,16 @@ FORMAT_OPTION = click.option(
     default=0,
     help="Grow erasers (and the touching test) by K pixels, for masks with gaps.",
 )
-@click.option("--keep-visible", is_flag=True, help="Union the visible mask into the PCNet-M completion.")
+@click.option(
+    "--keep-visible/--replace-visible",
+    default=True,
+    help="Union the visible mask into the PCNet-M completion, or let the completion replace it (reference).",
+)
+@click.option(
+    "--clip-to-occluders/--no-clip",
+    default=True,
+    help="Keep completed pixels only under the occluders, or anywhere in the crop (reference).",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),

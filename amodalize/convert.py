@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from joblib import Parallel, delayed
 
-from amodalize.data.masks import EMPTY, Crop, convex_hull, decode_crop, encode_crop, square_window
+from amodalize.data.masks import EMPTY, Crop, convex_hull, decode_crop, encode_crop, square_window, tight
 from amodalize.data.records import Dataset, ImageRecord, ImageResult, Instance
 from amodalize.infer import baselines
 from amodalize.infer.amodal import eraser_members, paste
@@ -40,7 +40,10 @@ class ConvertOptions:
     increment: 'code' counts growth inside the eraser (reference code), 'paper' all new pixels.
     eraser_dilate: image pixels to grow erasers by, and the extra reach of the touching test,
         for masks with gaps between neighbours (reference: 0).
-    keep_visible: union the visible mask back into the completion (reference: replace).
+    keep_visible: union the visible mask back into the completion (reference: the completion
+        replaces it, which erodes visible boundaries at small input sizes).
+    clip_to_occluders: keep new pixels only where the erasers (the occluders) are, since a hidden
+        part can only lie under something (reference: no clipping).
     enlarge, side_ratio: inference crop side = max(sqrt(w*h*enlarge), side_ratio*w, side_ratio*h).
     """
 
@@ -52,7 +55,8 @@ class ConvertOptions:
     amodal_mode: str = "og"
     increment: str = "code"
     eraser_dilate: int = 0
-    keep_visible: bool = False
+    keep_visible: bool = True
+    clip_to_occluders: bool = True
     enlarge: float = 3.0
     side_ratio: float = 1.1
 
@@ -144,6 +148,12 @@ def _amodal_pcnet(works: list[_Work], opts: ConvertOptions, completer: Completer
     for w, i, members in wanted:
         work = works[w]
         crop = paste(probs[(w, i, members)], work.windows[i], opts.amodal_th, work.image.height, work.image.width)
+        if opts.clip_to_occluders and crop is not EMPTY:
+            window = crop.window
+            cover = work.crops[i].within(window)
+            for m in members:
+                cover |= work.crops[m].within(window)
+            crop = tight(crop.mask & cover, window[0], window[1])
         if opts.keep_visible:
             window = crop.window if crop is not EMPTY else work.crops[i].window
             crop = Crop(crop.within(window) | work.crops[i].within(window), window[0], window[1])

@@ -132,3 +132,29 @@ def test_gt_modal_converts_on_cocoa_demo(tmp_path, cocoa_demo):
     out = tmp_path / "o.json"
     invoke(["convert", cocoa_demo / "3.json", out, "--checkpoint", ckpt])
     assert len(read_dataset(out).instances) == 19
+
+
+def test_visible_kept_and_completion_clipped_to_occluders():
+    """An L-shaped object with nothing in front: HullNet fills its concavity. The reference rule
+    (replace, no clip) keeps that growth; the defaults keep exactly the visible mask."""
+    size = 64
+    shape = np.zeros((size, size), bool)
+    shape[10:50, 10:20] = True
+    shape[40:50, 10:50] = True
+    far = np.zeros((size, size), bool)
+    far[0:4, 60:64] = True
+    image = ImageRecord(1, size, size, None, {"id": 1})
+    insts = [
+        Instance(k, 1, 1, encode_crop(Crop(m), size, size), list(map(float, cv2.boundingRect(m.astype(np.uint8)))))
+        for k, m in ((1, shape), (2, far))
+    ]
+    dataset = Dataset(None, "coco", [image], insts, [])
+    completer = Completer(HullNet(), 64, device=torch.device("cpu"))
+    ref = convert_dataset(
+        dataset, ConvertOptions("pcnet", "pcnet", keep_visible=False, clip_to_occluders=False), completer=completer
+    )
+    ours = convert_dataset(dataset, ConvertOptions("pcnet", "pcnet"), completer=completer)
+    grown = decode_crop(ref[1].amodal[1]).within((0, 0, size, size))
+    kept = decode_crop(ours[1].amodal[1]).within((0, 0, size, size))
+    assert grown.sum() > 1.3 * shape.sum() and ref[1].calibration[0] > 1.3 * ref[1].calibration[1]
+    assert np.array_equal(kept, shape)
