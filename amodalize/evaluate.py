@@ -133,6 +133,8 @@ def evaluate(pred: Dataset, gt: Dataset, gt_order: str = "masks") -> dict:
         "order_correct": occ_correct,
         "allpair_acc": all_correct / all_pairs if all_pairs else None,
         "pooled_iou": total.pooled,
+        "sum_intersection": total.inter,
+        "sum_union": total.union,
         "pacc": total.inter / target if target else None,
         "miou": total.mean,
         "miou_occluded": occluded.mean,
