@@ -20,18 +20,28 @@ install: $(STAMP)
 test: install
 	$(BIN)/python -m pytest -q
 
+# synth -> train (cpu-small, ~8 min on 2 cores) -> convert -> evaluate -> pictures.
+# Re-running resumes an interrupted training and skips a finished one.
 demo: install
-	$(BIN)/amodalize synth $(DEMO)/synth --images 40 --seed 1
-	$(BIN)/amodalize convert $(DEMO)/synth/modal.json $(DEMO)/convex_r.json --method convex-r --order convex
-	$(BIN)/amodalize evaluate $(DEMO)/convex_r.json $(DEMO)/synth/gt.json
-	$(BIN)/amodalize visualize $(DEMO)/convex_r.json $(DEMO)/pictures --images 1,2,3
-	@echo "demo pictures: $(DEMO)/pictures"
+	$(BIN)/amodalize synth $(DEMO)/synth-train --images 300 --seed 100
+	$(BIN)/amodalize synth $(DEMO)/synth-test --images 100 --seed 999 --render
+	test -f $(DEMO)/run/.done || { \
+	  $(BIN)/amodalize train $(DEMO)/synth-train/modal.json --config configs/pcnet_m/cpu-small.yaml \
+	    --out $(DEMO)/run $$(test -f $(DEMO)/run/checkpoint.pt && echo --resume) && touch $(DEMO)/run/.done; }
+	$(BIN)/amodalize convert $(DEMO)/synth-test/modal.json $(DEMO)/convex_r.json --method convex-r --order convex
+	$(BIN)/amodalize convert $(DEMO)/synth-test/modal.json $(DEMO)/pcnet.json --checkpoint $(DEMO)/run/checkpoint.pt \
+	  --order-th 0.3 --amodal-th 0.35
+	$(BIN)/amodalize evaluate $(DEMO)/convex_r.json $(DEMO)/synth-test/gt.json
+	$(BIN)/amodalize evaluate $(DEMO)/pcnet.json $(DEMO)/synth-test/gt.json
+	$(BIN)/amodalize visualize $(DEMO)/pcnet.json $(DEMO)/pictures --images 1,2,3 --images-dir $(DEMO)/synth-test/images
+	@echo "demo pictures: $(DEMO)/pictures; training run: $(DEMO)/run (val_grid.png)"
 
 lint: install
 	$(BIN)/ruff check amodalize tests scripts
 
 bench: install
-	$(BIN)/python scripts/bench_convert.py
+	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_convert.py $$(test -f $(DEMO)/run/checkpoint.pt && echo --checkpoint $(DEMO)/run/checkpoint.pt)
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -24,12 +24,11 @@ from amodalize.data.formats.detections import read_detections
 from amodalize.data.records import Dataset, ImageResult
 from amodalize.data.writer import augment, merge_parts, write_json_atomic
 from amodalize.errors import AmodalizeError
-from amodalize.infer.batcher import Completer
+from amodalize.infer.batcher import Completer, default_batch_size
 from amodalize.models.pcnet_m import load_pcnet_m
 
 # Completed/visible area of instances with nothing in front above this means a badly calibrated model.
 CALIBRATION_LIMIT = 1.3
-DEFAULT_BATCH = {"cpu": 64, "cuda": 256}
 
 
 def sha256(path: Path) -> str:
@@ -49,7 +48,8 @@ def load_completer(checkpoint: Path, device: str = "auto", batch_size: int | Non
         raise AmodalizeError("--device cuda was asked for, but no CUDA GPU is available")
     model, input_size, kind = load_pcnet_m(checkpoint)
     dev = torch.device(device)
-    completer = Completer(model, input_size, device=dev, batch_size=batch_size or DEFAULT_BATCH[dev.type], amp=False)
+    batch = batch_size or default_batch_size(dev, input_size)
+    completer = Completer(model, input_size, device=dev, batch_size=batch, amp=False)
     info = {"path": str(checkpoint), "sha256": sha256(checkpoint), "kind": kind, "input_size": input_size}
     return completer, info
 

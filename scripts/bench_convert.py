@@ -22,7 +22,7 @@ from amodalize.data.formats import read_dataset
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.data.writer import augment, write_json_atomic
 from amodalize.evaluate import evaluate
-from amodalize.infer.batcher import Completer
+from amodalize.infer.batcher import Completer, default_batch_size
 from amodalize.models.pcnet_m import load_pcnet_m
 from amodalize.models.unet import UNet
 
@@ -96,10 +96,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="paper model batch (default: 4 on CPU, 256 on CUDA)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
-    batch = args.batch_size or (256 if device.type == "cuda" else 64)
+    batch = args.batch_size or (256 if device.type == "cuda" else 4)
     with tempfile.TemporaryDirectory() as tmp:
         modal, gt_path = make_dataset(Path(tmp), args.images, args.seed, SynthOptions())
         dataset, gt = read_dataset(modal), read_dataset(gt_path)
@@ -111,7 +113,7 @@ def main() -> None:
         small, small_size = UNet(2, 2, widen=1).eval(), 64
     one = run(dataset, paper, 256, 1, device, gt)
     many = run(dataset, paper, 256, batch, device, gt)
-    cpu_default = run(dataset, small, small_size, batch, device, gt)
+    cpu_default = run(dataset, small, small_size, default_batch_size(device, small_size), device, gt)
     a, b = one["_results"], many["_results"]
     identical = all(a[k].amodal == b[k].amodal and a[k].edges == b[k].edges for k in a)
     for r in (one, many, cpu_default):

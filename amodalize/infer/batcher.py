@@ -7,6 +7,17 @@ import torch
 
 from amodalize.models.pcnet_m import foreground_probability, pack_input
 
+# Pixels per CPU forward: larger batches fall out of cache (measured on 2 cores: at 64 px, batch 16
+# runs 673 samples/s against 560 at 64; at 256 px batch 1 is fastest).
+CPU_BATCH_PIXELS = 16 * 64 * 64
+
+
+def default_batch_size(device: torch.device, input_size: int) -> int:
+    """Queries per forward: a cache-sized batch on CPU, 256 on CUDA."""
+    if device.type == "cuda":
+        return 256
+    return max(1, CPU_BATCH_PIXELS // (input_size * input_size))
+
 
 class Completer:
     """Runs PCNet-M on stacks of queries, ``batch_size`` per forward pass.
@@ -22,7 +33,8 @@ class Completer:
     def __init__(
         self, model: torch.nn.Module, input_size: int, *, device: torch.device, batch_size: int = 64, amp: bool = False
     ) -> None:
-        self.model = model.to(device).eval()
+        # channels-last measured ~2x faster for this UNet on CPU (oneDNN) and is the fast layout on CUDA
+        self.model = model.to(device).eval().to(memory_format=torch.channels_last)
         self.input_size = input_size
         self.device = device
         self.batch_size = batch_size
@@ -41,7 +53,8 @@ class Completer:
                     torch.from_numpy(eraser[k : k + self.batch_size]),
                     torch.from_numpy(category[k : k + self.batch_size]),
                 )
-                out[k : k + self.batch_size] = foreground_probability(self.model, x.to(self.device)).cpu().numpy()
+                x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+                out[k : k + self.batch_size] = foreground_probability(self.model, x).cpu().numpy()
                 self.forwards += 1
         self.queries += n
         return out
