@@ -133,7 +133,7 @@ FORMAT_OPTION = click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=None,
-    help="PCNet-M queries per forward pass (default: 16 at 64 px on CPU, 1 at 256 px; 256 on CUDA; 1 = reference loop).",
+    help="PCNet-M queries per forward (default: 16 at 64 px and 1 at 256 px on CPU, 256 on CUDA; 1 = reference loop).",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where PCNet-M runs.")
 @FORMAT_OPTION
