@@ -120,6 +120,12 @@ FORMAT_OPTION = click.option(
     help="Grow erasers (and the touching test) by K pixels, for masks with gaps.",
 )
 @click.option(
+    "--enlarge",
+    type=click.FloatRange(min=1.0),
+    default=3.0,
+    help="Inference crop side = max(sqrt(w*h*ENLARGE), 1.1*w, 1.1*h) around each object's box.",
+)
+@click.option(
     "--keep-visible/--replace-visible",
     default=True,
     help="Union the visible mask into the PCNet-M completion, or let the completion replace it (reference).",
@@ -200,7 +206,8 @@ def convert(input_json: Path, output_json: Path, checkpoint: Path | None, shard:
         dist.destroy_process_group()
     console.print(
         f"wrote {target}: {summary['images']} images, {summary['instances']} instances completed, "
-        f"{summary['edges']} occlusion edges from {summary['pairs']} candidate pairs, {summary['seconds']:.1f} s",
+        f"{summary['edges']} occlusion edges from {summary['pairs']} candidate pairs, "
+        f"{summary['cyclic_images']} images with an order cycle, {summary['seconds']:.1f} s",
         soft_wrap=True,
     )
     if summary.get("warning"):
@@ -409,7 +416,8 @@ def train(
 
         def step(record: dict) -> None:
             if show:
-                bar.update(task, completed=record["step"], description=f"training loss {record['loss']:.4f}")
+                speed = f"{record['samples_per_s']:.0f} samples/s"
+                bar.update(task, completed=record["step"], description=f"training loss {record['loss']:.4f} {speed}")
 
         metrics = run(cfg, list(data), run_dir, resume=resume, device=device, on_step=step, on_ready=ready)
     if show:

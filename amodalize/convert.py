@@ -19,7 +19,7 @@ from amodalize.data.records import Dataset, ImageRecord, ImageResult, Instance
 from amodalize.infer import baselines
 from amodalize.infer.amodal import eraser_members, paste
 from amodalize.infer.batcher import Completer
-from amodalize.infer.order import edges, increment, order_from_increments, patches
+from amodalize.infer.order import edges, has_cycle, increment, order_from_increments, patches
 from amodalize.infer.pairs import touching_pairs
 
 AMODAL_METHODS = ("raw", "convex", "convex-r", "pcnet")
@@ -170,7 +170,7 @@ def _amodal_baseline(work: _Work, opts: ConvertOptions) -> list[Crop] | None:
 
 
 def _finish(work: _Work, completed: list[Crop] | None) -> ImageResult:
-    result = ImageResult(work.image.id, pairs_tested=len(work.pairs))
+    result = ImageResult(work.image.id, pairs_tested=len(work.pairs), cyclic=has_cycle(work.order))
     result.edges = [(work.live[a].id, work.live[b].id, s) for a, b, s in edges(work.order, work.score)]
     for k, inst in enumerate(work.live):
         if completed is None:

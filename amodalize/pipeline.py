@@ -183,6 +183,7 @@ def _summary(
         "instances": sum(1 for i in dataset.instances if not i.iscrowd),
         "edges": sum(len(r.edges) for r in results.values()),
         "pairs": sum(r.pairs_tested for r in results.values()),
+        "cyclic_images": sum(r.cyclic for r in results.values()),
         "seconds": seconds,
         "forwards": completer.forwards if completer else 0,
         "queries": completer.queries if completer else 0,

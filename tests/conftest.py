@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,3 +28,14 @@ def invoke(args: list[str], exit_code: int = 0):
     output = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}\n{result.exception!r}"
     assert result.exit_code == exit_code, f"exit {result.exit_code} != {exit_code}\n{output}"
     return result
+
+
+def torchrun(args: list, nproc: int = 2) -> subprocess.CompletedProcess:
+    """Run ``python -m amodalize ARGS`` under torchrun with ``nproc`` CPU processes (gloo)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    command += ["-m", "amodalize", *map(str, args)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done

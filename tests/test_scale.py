@@ -1,15 +1,12 @@
 """Sharded, merged, resumed and torchrun conversions give exactly the single-run file."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.pipeline import convert_file, parts_dir
-from tests.conftest import invoke
+from tests.conftest import invoke, torchrun
 from tests.infer.test_pcnet import tiny_model
 
 
@@ -66,21 +63,5 @@ def test_torchrun_two_processes_merge(tmp_path, data):
     modal, ckpt = data
     invoke(["convert", modal, tmp_path / "one.json", "--checkpoint", ckpt])
     out = tmp_path / "ddp.json"
-    args = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "amodalize",
-        "convert",
-        str(modal),
-        str(out),
-        "--checkpoint",
-        str(ckpt),
-    ]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun(["convert", modal, out, "--checkpoint", ckpt])
     assert body(out) == body(tmp_path / "one.json") and not parts_dir(out).exists()

@@ -71,13 +71,15 @@ class Dataset:
 class ImageResult:
     """One image's conversion: amodal RLE per annotation id, edges (occluder id, occludee id,
     score in [0, 1]), the number of candidate pairs, and ``calibration`` = [completed area,
-    visible area] summed over instances with nothing in front (their ratio should stay near 1)."""
+    visible area] summed over instances with nothing in front (their ratio should stay near 1),
+    and whether the order graph has a cycle."""
 
     image_id: int
     amodal: dict[int, dict] = field(default_factory=dict)
     edges: list[tuple[int, int, float]] = field(default_factory=list)
     pairs_tested: int = 0
     calibration: list[int] = field(default_factory=lambda: [0, 0])
+    cyclic: bool = False
 
     def to_json(self) -> dict:
         """A JSON-ready dict (for resumable part files)."""
@@ -87,6 +89,7 @@ class ImageResult:
             "edges": [list(e) for e in self.edges],
             "pairs_tested": self.pairs_tested,
             "calibration": self.calibration,
+            "cyclic": self.cyclic,
         }
 
     @classmethod
@@ -98,4 +101,5 @@ class ImageResult:
             [(int(a), int(b), float(s)) for a, b, s in d["edges"]],
             d["pairs_tested"],
             list(d["calibration"]),
+            bool(d["cyclic"]),
         )

@@ -45,6 +45,18 @@ def edges(order: np.ndarray, score: np.ndarray) -> list[tuple[int, int, float]]:
     return [(int(i), int(j), float(score[i, j])) for i, j in zip(*np.nonzero(order == 1))]
 
 
+def has_cycle(order: np.ndarray) -> bool:
+    """True when following "occludes" edges can return to where it started."""
+    remaining = order == 1
+    alive = np.ones(len(order), dtype=bool)
+    while alive.any():  # peel instances that occlude nothing still alive (Kahn's algorithm)
+        sinks = alive & ~(remaining & alive[None, :]).any(axis=1)
+        if not sinks.any():
+            return True
+        alive &= ~sinks
+    return False
+
+
 def occluders(order: np.ndarray, i: int) -> list[int]:
     """Indices of the instances that directly occlude ``i``."""
     return [int(j) for j in np.flatnonzero(order[i] == -1)]

@@ -61,3 +61,14 @@ def test_ancestors_follow_chains_and_survive_cycles():
         order[a, b], order[b, a] = 1, -1
     assert ancestors(order, 0) == [1, 2, 3]
     assert ancestors(order, 3) == []
+
+
+def test_cycles_are_detected():
+    from amodalize.infer.order import has_cycle
+
+    order = np.zeros((3, 3), np.int8)
+    for a, b in [(0, 1), (1, 2)]:
+        order[a, b], order[b, a] = 1, -1
+    assert not has_cycle(order)
+    order[2, 0], order[0, 2] = 1, -1
+    assert has_cycle(order)
