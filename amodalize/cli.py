@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from amodalize import __version__
+from amodalize.data.formats import FORMATS
 from amodalize.errors import AmodalizeError
 
 console = Console(stderr=True)
@@ -46,7 +47,11 @@ class _Group(click.Group):
             console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
-            console.print("[bold red]interrupted[/]", soft_wrap=True)
+            console.print(
+                "[bold red]interrupted:[/] finished work is kept; run the same command again to continue "
+                "(train: add --resume)",
+                soft_wrap=True,
+            )
             ctx.exit(130)
 
 
@@ -63,7 +68,7 @@ def cli() -> None:
 FORMAT_OPTION = click.option(
     "--format",
     "fmt",
-    type=click.Choice(["coco", "coco_amodal", "cocoa", "kins"]),
+    type=click.Choice(FORMATS),
     default=None,
     help="Input format; autodetected when omitted.",
 )
