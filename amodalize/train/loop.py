@@ -139,7 +139,8 @@ def save_grid(path: Path, batch: dict, prob: torch.Tensor, n: int = 8) -> None:
     cv2.imwrite(str(path), np.concatenate(rows, axis=0))
 
 
-def _atomic_save(obj: dict, path: Path) -> None:
+def atomic_save(obj: dict, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a checkpoint is never half written."""
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -229,11 +230,11 @@ def train(
     if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        _truncate_log(run_dir / "log.jsonl", start)
+        truncate_log(run_dir / "log.jsonl", start)
 
     def checkpoint(step: int) -> None:
         if writer:
-            _atomic_save(
+            atomic_save(
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -319,7 +320,7 @@ def _log(run_dir: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _truncate_log(path: Path, step: int) -> None:
+def truncate_log(path: Path, step: int) -> None:
     """Drop log lines past the checkpoint being resumed (they were not kept)."""
     if not path.exists():
         return

@@ -1,0 +1,427 @@
+"""The Mask R-CNN validation hook: train an instance segmentation model on a label file and score
+its masks against amodal ground truth with COCOeval (the paper's Table 4 protocol, reference
+protocol §6.4). torchvision is an optional dependency, imported only here and only when used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+
+from amodalize.data.formats import read_dataset
+from amodalize.data.masks import decode_crop, rle_area, rle_bbox
+from amodalize.data.records import Dataset
+from amodalize.errors import AmodalizeError, InputError
+from amodalize.train.loop import atomic_save, truncate_log
+
+ARCHS = ("mnv3-fpn", "r50-fpn")
+CHECKPOINT = "checkpoint.pt"
+
+
+def require_torchvision() -> object:
+    """The torchvision module, or an error that says how to install it."""
+    try:
+        import torchvision
+        from torchvision.models import detection  # noqa: F401
+    except ImportError:
+        raise AmodalizeError(
+            "the Mask R-CNN hook needs torchvision: pip install 'amodalize[maskrcnn]' "
+            "(a torchvision build that matches your torch)"
+        ) from None
+    return torchvision
+
+
+@dataclass
+class MaskRCNNConfig:
+    """One Mask R-CNN training run.
+
+    arch: 'mnv3-fpn' (MobileNetV3-Large FPN, slim heads: the CPU default) or 'r50-fpn' (ResNet-50
+        FPN as torchvision builds it: the GPU default). Both start from random weights.
+    image_size: the side images are resized to (min_size = max_size); 0 = the data's largest side.
+    iters: training iterations.
+    batch_size: images per iteration.
+    lr: SGD learning rate (momentum 0.9, weight decay 1e-4), linear warm-up then cosine decay.
+    warmup: warm-up iterations.
+    seed: seeds initialisation and image order.
+    checkpoint_every: iterations between checkpoints.
+    threads: torch CPU threads (0: torch's default).
+    """
+
+    arch: str = "mnv3-fpn"
+    image_size: int = 0
+    iters: int = 1000
+    batch_size: int = 2
+    lr: float = 0.02
+    warmup: int = 100
+    seed: int = 0
+    checkpoint_every: int = 200
+    threads: int = 0
+
+
+def build_model(arch: str, num_classes: int, image_size: int, backbone_weights: Path | None = None) -> torch.nn.Module:
+    """A torchvision Mask R-CNN with ``num_classes`` classes (background included), random init.
+
+    ``backbone_weights`` loads a local torchvision state dict into the backbone body (nothing is
+    downloaded).
+    """
+    require_torchvision()
+    from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import mobilenet_backbone
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    if arch == "r50-fpn":
+        model = maskrcnn_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=num_classes, min_size=image_size, max_size=image_size
+        )
+    elif arch == "mnv3-fpn":
+        # GroupNorm: trained from scratch with 2 images per batch, BatchNorm statistics are noise
+        backbone = mobilenet_backbone(
+            backbone_name="mobilenet_v3_large",
+            weights=None,
+            fpn=True,
+            trainable_layers=6,
+            norm_layer=functools.partial(torch.nn.GroupNorm, 8),
+        )
+        width = backbone.out_channels
+        model = MaskRCNN(
+            backbone,
+            num_classes=None,
+            min_size=image_size,
+            max_size=image_size,
+            rpn_anchor_generator=AnchorGenerator(((16, 32, 64, 128, 256),) * 3, ((0.5, 1.0, 2.0),) * 3),
+            rpn_post_nms_top_n_train=500,
+            rpn_post_nms_top_n_test=300,
+            box_batch_size_per_image=128,
+            box_head=TwoMLPHead(width * 7 * 7, 256),
+            box_predictor=FastRCNNPredictor(256, num_classes),
+            mask_head=MaskRCNNHeads(width, [64, 64], 1),
+            mask_predictor=MaskRCNNPredictor(64, 64, num_classes),
+        )
+    else:
+        raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")
+    if backbone_weights is not None:
+        state = torch.load(backbone_weights, map_location="cpu", weights_only=True)
+        missing, _ = model.backbone.body.load_state_dict(state, strict=False)
+        if len(missing) == len(model.backbone.body.state_dict()):
+            raise InputError(backbone_weights, f"no tensor fits the {arch} backbone")
+    return model
+
+
+class DetectionSet(torch.utils.data.Dataset):
+    """Images with their instance masks for training: ``segmentation`` of any COCO-style file
+    (amodal where the file carries amodal masks, else modal); crowd and empty masks skipped."""
+
+    def __init__(self, dataset: Dataset, images_dir: Path, labels: dict[int, int]) -> None:
+        self.dataset, self.images_dir, self.labels = dataset, images_dir, labels
+        missing = [
+            im.file_name for im in dataset.images if not im.file_name or not (images_dir / im.file_name).exists()
+        ]
+        if missing:
+            raise InputError(images_dir, f"{len(missing)} image file(s) missing, e.g. {missing[0]!r}")
+
+    def __len__(self) -> int:
+        return len(self.dataset.images)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, dict]:
+        image = self.dataset.images[k]
+        pixels = cv2.imread(str(self.images_dir / image.file_name), cv2.IMREAD_COLOR)
+        if pixels is None:
+            raise InputError(self.images_dir / image.file_name, "cannot be read as an image")
+        tensor = torch.from_numpy(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).float() / 255
+        boxes, labels, masks = [], [], []
+        for inst in self.dataset.by_image[image.id]:
+            rle = inst.amodal if inst.amodal is not None else inst.modal
+            if inst.iscrowd or rle_area(rle) == 0:
+                continue
+            crop = decode_crop(rle)
+            x0, y0, x1, y1 = crop.window
+            boxes.append([x0, y0, x1, y1])
+            labels.append(self.labels[inst.category_id])
+            full = np.zeros((image.height, image.width), np.uint8)
+            full[y0:y1, x0:x1] = crop.mask
+            masks.append(full)
+        target = {
+            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64),
+            "masks": torch.from_numpy(np.stack(masks))
+            if masks
+            else torch.zeros((0, image.height, image.width), dtype=torch.uint8),
+        }
+        return tensor, target
+
+
+def category_labels(dataset: Dataset) -> dict[int, int]:
+    """Category id -> contiguous label 1..K (0 is background)."""
+    ids = sorted({c["id"] for c in dataset.categories} | {i.category_id for i in dataset.instances})
+    return {cid: k + 1 for k, cid in enumerate(ids)}
+
+
+def _lr_factor(cfg: MaskRCNNConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.iters - cfg.warmup)))
+
+
+def train(
+    cfg: MaskRCNNConfig,
+    ann_path: Path,
+    images_dir: Path,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    device: str = "cpu",
+    backbone_weights: Path | None = None,
+    on_step: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train Mask R-CNN on ``ann_path``; checkpoints, ``log.jsonl`` and ``config.json`` in ``run_dir``."""
+    require_torchvision()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dataset = read_dataset(ann_path)
+    labels = category_labels(dataset)
+    size = cfg.image_size or max(max(im.width, im.height) for im in dataset.images)
+    data = DetectionSet(dataset, images_dir, labels)
+    ckpt_path = run_dir / CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise InputError(run_dir, "already holds a checkpoint; pass --resume to continue it or choose another --out")
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, len(labels) + 1, size, backbone_weights).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(cfg, s))
+    step = 0
+    if resume:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ckpt["config"]["arch"] != cfg.arch or ckpt["labels"] != {str(k): v for k, v in labels.items()}:
+            raise InputError(ckpt_path, "was trained with another architecture or other categories")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["lr_scheduler"])
+        step = ckpt["step"]
+        truncate_log(run_dir / "log.jsonl", step)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "config": asdict(cfg),
+        "image_size": size,
+        "labels": {str(k): v for k, v in labels.items()},
+        "annotations": str(ann_path),
+    }
+    (run_dir / "config.json").write_text(json.dumps(meta, indent=1))
+
+    def save() -> None:
+        atomic_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": scheduler.state_dict(),
+                "step": step,
+                **meta,
+            },
+            ckpt_path,
+        )
+
+    model.train()
+    last: dict = {}
+    try:
+        while step < cfg.iters:
+            order = np.random.default_rng([cfg.seed, step // len(data)]).permutation(len(data))
+            k = step % len(data)
+            batch = [data[int(order[(k + j) % len(data)])] for j in range(cfg.batch_size)]
+            images = [b[0].to(device) for b in batch]
+            targets = [{key: v.to(device) for key, v in b[1].items()} for b in batch]
+            t0 = time.perf_counter()
+            losses = model(images, targets)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise AmodalizeError(f"Mask R-CNN loss became {loss.item()} at step {step}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            last = {
+                "step": step,
+                "loss": loss.item(),
+                **{k: v.item() for k, v in losses.items()},
+                "seconds": time.perf_counter() - t0,
+            }
+            with open(run_dir / "log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(last) + "\n")
+            if step % cfg.checkpoint_every == 0:
+                save()
+            if on_step:
+                on_step(last)
+    except KeyboardInterrupt:
+        save()
+        raise
+    save()
+    return last
+
+
+def load_run(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The trained model of ``run_dir`` (eval mode) and its label map {category id: label}."""
+    ckpt_path = run_dir / CHECKPOINT
+    if not ckpt_path.exists():
+        raise InputError(run_dir, "holds no Mask R-CNN checkpoint (train one with `amodalize maskrcnn train`)")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    labels = {int(k): v for k, v in ckpt["labels"].items()}
+    model = build_model(ckpt["config"]["arch"], len(labels) + 1, ckpt["image_size"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), labels
+
+
+def predict(
+    model: torch.nn.Module, labels: dict[int, int], dataset: Dataset, images_dir: Path, device: str = "cpu"
+) -> list[dict]:
+    """COCO detection results (RLE masks thresholded at 0.5) for every image of ``dataset``."""
+    to_category = {v: k for k, v in labels.items()}
+    data = DetectionSet(dataset, images_dir, labels)
+    results = []
+    with torch.inference_mode():
+        for k, image in enumerate(dataset.images):
+            out = model([data[k][0].to(device)])[0]
+            for score, label, mask in zip(out["scores"], out["labels"], out["masks"]):
+                binary = np.asfortranarray((mask[0] > 0.5).cpu().numpy().astype(np.uint8))
+                rle = mask_utils.encode(binary)
+                rle["counts"] = rle["counts"].decode("ascii")
+                results.append(
+                    {
+                        "image_id": image.id,
+                        "category_id": to_category[int(label)],
+                        "segmentation": rle,
+                        "bbox": rle_bbox(rle),
+                        "score": float(score),
+                    }
+                )
+    return results
+
+
+def coco_ap(gt: Dataset, detections: list[dict]) -> dict:
+    """Mask AP / AP50 / AP75 and box AP of ``detections`` against the amodal masks of ``gt``."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not gt.has_amodal:
+        raise InputError(gt.path, "has no amodal masks to evaluate against")
+    anns = []
+    for inst in gt.instances:
+        if rle_area(inst.amodal) == 0:
+            continue
+        anns.append(
+            {
+                "id": inst.id,
+                "image_id": inst.image_id,
+                "category_id": inst.category_id,
+                "segmentation": inst.amodal,
+                "area": rle_area(inst.amodal),
+                "bbox": rle_bbox(inst.amodal),
+                "iscrowd": int(inst.iscrowd),
+            }
+        )
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+    coco_gt.dataset = {
+        "images": [{"id": im.id, "width": im.width, "height": im.height} for im in gt.images],
+        "annotations": anns,
+        "categories": gt.categories,
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+    metrics = {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "box_AP": 0.0, "detections": len(detections)}
+    if not detections:
+        return metrics
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(detections)
+    for iou_type, keys in (("segm", ("AP", "AP50", "AP75")), ("bbox", ("box_AP",))):
+        ev = COCOeval(coco_gt, coco_dt, iou_type)
+        with contextlib.redirect_stdout(io.StringIO()):  # stdout is reserved for --json
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        for n, key in enumerate(keys):
+            metrics[key] = max(0.0, float(ev.stats[n]))  # COCOeval reports -1 for "no GT"
+    return metrics
+
+
+def bar_chart(rows: list[tuple[str, float]], path: Path, title: str = "amodal mask AP") -> None:
+    """A small PNG bar chart of (label, value in [0, 1]) rows."""
+    width, bar_h, pad = 640, 36, 12
+    height = pad * 3 + 24 + len(rows) * (bar_h + pad)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    cv2.putText(canvas, title, (pad, pad + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    top = max([v for _, v in rows] + [1e-9])
+    for k, (label, value) in enumerate(rows):
+        y = pad * 2 + 24 + k * (bar_h + pad)
+        length = int((width - 260) * value / top)
+        cv2.rectangle(canvas, (200, y), (200 + length, y + bar_h), (180, 120, 40), -1)
+        cv2.putText(canvas, label[:22], (pad, y + 24), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            f"{100 * value:.1f}",
+            (205 + length, y + 24),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
+    cv2.imwrite(str(path), canvas)
+
+
+def evaluate_run(run_dir: Path, gt_path: Path, images_dir: Path, device: str = "cpu") -> dict:
+    """Amodal mask AP of a trained run on the images of a ground-truth file."""
+    model, labels = load_run(run_dir, device)
+    gt = read_dataset(gt_path)
+    return coco_ap(gt, predict(model, labels, gt, images_dir, device))
+
+
+def compare(
+    label_files: list[Path],
+    gt_path: Path,
+    images_dir: Path,
+    gt_images_dir: Path,
+    out_dir: Path,
+    cfg: MaskRCNNConfig,
+    *,
+    device: str = "cpu",
+    on_run: Callable[[str], None] | None = None,
+    on_step: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train one model per label file (same seed and schedule) and score each on ``gt_path``.
+
+    Writes ``compare.json`` and ``compare.png`` into ``out_dir``; a finished run is not retrained,
+    an interrupted one resumes.
+    """
+    names = [p.stem for p in label_files]
+    if len(set(names)) != len(names):
+        raise InputError(label_files[0], "label files need distinct names (their stems name the runs)")
+    rows = []
+    for path, name in zip(label_files, names):
+        run = out_dir / name
+        if on_run:
+            on_run(name)
+        ckpt = run / CHECKPOINT
+        done = ckpt.exists() and torch.load(ckpt, map_location="cpu", weights_only=True)["step"] >= cfg.iters
+        if not done:
+            train(cfg, path, images_dir, run, resume=ckpt.exists(), device=device, on_step=on_step)
+        rows.append({"labels": name, "file": str(path), **evaluate_run(run, gt_path, gt_images_dir, device)})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "compare.json").write_text(
+        json.dumps({"config": asdict(cfg), "gt": str(gt_path), "rows": rows}, indent=1)
+    )
+    bar_chart([(r["labels"], r["AP"]) for r in rows], out_dir / "compare.png")
+    return rows

@@ -1,0 +1,104 @@
+"""The Mask R-CNN hook on tiny rendered synth scenes (CPU, a few iterations)."""
+
+import json
+import sys
+
+import pytest
+
+from amodalize.data.formats import read_dataset
+from amodalize.data.synth import SynthOptions, make_dataset
+from amodalize.maskrcnn import MaskRCNNConfig, coco_ap, evaluate_run, train
+from tests.conftest import invoke
+
+TINY = dict(arch="mnv3-fpn", batch_size=2, lr=0.01, warmup=3, threads=1, checkpoint_every=2)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mrcnn")
+    opts = SynthOptions(width=64, height=64, min_objects=2, max_objects=3, render=True)
+    make_dataset(root / "train", 4, 1, opts)
+    make_dataset(root / "test", 2, 2, opts)
+    return root
+
+
+def test_loss_decreases_and_ap_is_a_fraction(tmp_path, scenes):
+    train(MaskRCNNConfig(iters=16, **TINY), scenes / "train" / "gt.json", scenes / "train" / "images", tmp_path / "run")
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 16 and sum(losses[-4:]) < sum(losses[:4])
+    metrics = evaluate_run(tmp_path / "run", scenes / "test" / "gt.json", scenes / "test" / "images")
+    assert 0.0 <= metrics["AP"] <= 1.0 and 0.0 <= metrics["box_AP"] <= 1.0
+
+
+def test_interrupt_then_resume(tmp_path, scenes):
+    def stop_at_3(record):
+        if record["step"] == 3:
+            raise KeyboardInterrupt
+
+    cfg = MaskRCNNConfig(iters=5, **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, scenes / "train" / "gt.json", scenes / "train" / "images", tmp_path / "run", on_step=stop_at_3)
+    last = train(cfg, scenes / "train" / "gt.json", scenes / "train" / "images", tmp_path / "run", resume=True)
+    assert last["step"] == 5
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def test_ground_truth_as_detections_scores_one(scenes):
+    gt = read_dataset(scenes / "test" / "gt.json")
+    dets = [
+        {"image_id": i.image_id, "category_id": i.category_id, "segmentation": i.amodal, "score": 1.0}
+        for i in gt.instances
+    ]
+    metrics = coco_ap(gt, dets)
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
+    assert metrics["box_AP"] == pytest.approx(1.0)
+    assert coco_ap(gt, [])["AP"] == 0.0
+
+
+def test_compare_writes_table_json_and_chart(tmp_path, scenes):
+    args = [
+        "maskrcnn",
+        "compare",
+        scenes / "train" / "modal.json",
+        scenes / "train" / "gt.json",
+        "--gt",
+        scenes / "test" / "gt.json",
+        "--images-dir",
+        scenes / "train" / "images",
+        "--gt-images-dir",
+        scenes / "test" / "images",
+        "--out",
+        tmp_path / "cmp",
+        "--iters",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    result = invoke(args)
+    assert "mask AP" in result.stderr
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]
+    assert [r["labels"] for r in rows] == ["modal", "gt"]
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
+
+
+def test_missing_torchvision_is_explained(tmp_path, scenes, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # makes `import torchvision` fail
+    result = invoke(
+        [
+            "maskrcnn",
+            "train",
+            scenes / "train" / "gt.json",
+            "--images-dir",
+            scenes / "train" / "images",
+            "--out",
+            tmp_path / "run",
+            "--iters",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        exit_code=1,
+    )
+    assert "needs torchvision" in result.stderr and "amodalize[maskrcnn]" in result.stderr
+    invoke(["synth", tmp_path / "s", "--images", "1", "--size", "48"])  # everything else still works
