@@ -24,7 +24,7 @@ from amodalize.data.formats import read_dataset
 from amodalize.data.masks import decode_crop, rle_area, rle_bbox
 from amodalize.data.records import Dataset
 from amodalize.errors import AmodalizeError, InputError
-from amodalize.train.loop import atomic_save, truncate_log
+from amodalize.train.loop import atomic_save, optimise, truncate_log
 
 ARCHS = ("mnv3-fpn", "r50-fpn")
 CHECKPOINT = "checkpoint.pt"
@@ -246,12 +246,7 @@ def train(
             t0 = time.perf_counter()
             losses = model(images, targets)
             loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise AmodalizeError(f"Mask R-CNN loss became {loss.item()} at step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            optimise(loss, optimizer, scheduler, step, "lower --lr")
             step += 1
             last = {
                 "step": step,

@@ -47,6 +47,16 @@ def weighted_cross_entropy(
     return (ce * (1 + (weight - 1) * eraser.float())).mean()
 
 
+def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: object, step: int, hint: str) -> None:
+    """One optimiser and scheduler step on ``loss``; a non-finite loss stops training with ``hint``."""
+    if not torch.isfinite(loss):
+        raise TrainingError(f"loss became {loss.item()} at step {step}; {hint}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+
+
 def lr_factor(cfg: TrainConfig, step: int) -> float:
     """Learning-rate multiplier at 0-based ``step``."""
     o = cfg.optim
@@ -273,12 +283,7 @@ def train(
             with autocast:
                 logits = net(x)
             loss = weighted_cross_entropy(logits, target, eraser, cfg.data.inmask_weight)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at step {step}; lower optim.lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            optimise(loss, optimizer, scheduler, step, "lower optim.lr")
             step += 1
             now = time.perf_counter()
             record = {
