@@ -170,8 +170,10 @@ def convert(input_json: Path, output_json: Path, checkpoint: Path | None, shard:
 
     Every input field is kept; see README "Output schema". Examples:
 
+    \b
         amodalize convert val.json val_amodal.json --checkpoint runs/small/checkpoint.pt
 
+    \b
         amodalize convert val.json val_convexr.json --method convex-r --order convex
     """
     import os
@@ -239,6 +241,7 @@ def merge(parts: tuple[Path, ...], output_json: Path) -> None:
     Checks that the parts cover every image exactly once and were made with the same input,
     checkpoint and settings. Example:
 
+    \b
         amodalize merge part0.json part1.json val_amodal.json
     """
     from amodalize.pipeline import merge_files
@@ -269,6 +272,7 @@ def evaluate(pred_json: Path, gt_json: Path, gt_order: str, gt_format: str | Non
     Reports ordering accuracy on GT-occluded pairs and amodal IoU (pooled, as the paper's mIoU,
     and per-instance). Example:
 
+    \b
         amodalize evaluate amodal_val.json COCO_amodal_val2014.json
     """
     from amodalize.data.formats import read_dataset
@@ -317,6 +321,7 @@ def synth(out_dir: Path, n_images: int, seed: int, size: int, gap: int, render: 
     Writes modal.json (plain COCO, what a user has) and gt.json (COCO-amodal with occluded_by).
     Example:
 
+    \b
         amodalize synth demo/synth --images 50 --seed 1 --gap 1
     """
     from amodalize.data.synth import SynthOptions, make_dataset
@@ -348,6 +353,7 @@ def visualize(ann_json: Path, out_dir: Path, image_ids: str | None, images_dir: 
 
     Example:
 
+    \b
         amodalize visualize amodal_val.json pictures/ --images 1,2 --images-dir val2014/
     """
     from amodalize.data.formats import read_dataset
@@ -405,8 +411,10 @@ def train(
     Ctrl-C saves a checkpoint; --resume continues it. Several GPUs or machines: run under
     torchrun. Examples:
 
+    \b
         amodalize train demo/synth/modal.json --config configs/pcnet_m/cpu-small.yaml --out runs/small
 
+    \b
         torchrun --nproc_per_node 4 -m amodalize train train.json --config configs/pcnet_m/cocoa.yaml --out runs/cocoa
     """
     import os
@@ -516,6 +524,7 @@ def maskrcnn_train(
 
     Example:
 
+    \b
         amodalize maskrcnn train val_amodal.json --images-dir val2014/ --out runs/mrcnn --iters 2000
     """
     from amodalize.maskrcnn import train
@@ -603,6 +612,7 @@ def maskrcnn_compare(
 
     Example (the paper's Table 4 on your data):
 
+    \b
         amodalize maskrcnn compare raw.json convex_r.json pcnet.json gt_train.json --gt gt_test.json \\
             --images-dir train/ --gt-images-dir test/ --out runs/compare
     """
