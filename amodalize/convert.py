@@ -107,8 +107,9 @@ def _order_baseline(work: _Work, opts: ConvertOptions) -> None:
 
 def _run(
     works: list[_Work], queries: list[tuple[int, int, tuple[int, ...]]], completer: Completer, opts: ConvertOptions
-):
-    """Patches and PCNet-M probabilities for (work index, target, eraser members) queries."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Modal patches, eraser patches and P(fg), each ``[Q, S, S]``, for (work index, target,
+    eraser members) queries."""
     size = completer.input_size
     modal = np.zeros((len(queries), size, size), np.uint8)
     eraser = np.zeros_like(modal)

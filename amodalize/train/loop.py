@@ -170,12 +170,8 @@ def _check_resumable(ckpt: dict, cfg: TrainConfig, fingerprint: str, path: Path)
     if ckpt.get("data_fingerprint") != fingerprint:
         raise InputError(path, "was trained on different data; resume with the same annotation files")
     old = from_dict(ckpt["config"])
-    for name in ("widen",):
-        if getattr(old.model, name) != getattr(cfg.model, name):
-            raise InputError(
-                path,
-                f"was trained with model.{name}={getattr(old.model, name)}, the config says {getattr(cfg.model, name)}",
-            )
+    if old.model.widen != cfg.model.widen:
+        raise InputError(path, f"was trained with model.widen={old.model.widen}, the config says {cfg.model.widen}")
     if old.data.input_size != cfg.data.input_size:
         raise InputError(
             path, f"was trained at input size {old.data.input_size}, the config says {cfg.data.input_size}"
