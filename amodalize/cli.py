@@ -493,13 +493,12 @@ def _maskrcnn_options(f: Callable) -> Callable:
 
 
 def _maskrcnn_config(arch: str | None, device: str, **fields: object) -> tuple[object, str]:
-    import torch
-
     from amodalize.maskrcnn import MaskRCNNConfig
+    from amodalize.train.loop import resolve_device
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    arch = arch or ("r50-fpn" if device == "cuda" else "mnv3-fpn")
-    return MaskRCNNConfig(arch=arch, **fields), device
+    dev = resolve_device(device)
+    arch = arch or ("r50-fpn" if dev.type == "cuda" else "mnv3-fpn")
+    return MaskRCNNConfig(arch=arch, **fields), str(dev)
 
 
 @maskrcnn.command("train")

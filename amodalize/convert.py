@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from joblib import Parallel, delayed
 
-from amodalize.data.masks import EMPTY, Crop, convex_hull, decode_crop, encode_crop, square_window, tight
+from amodalize.data.masks import EMPTY, Crop, convex_hull, decode_crop, encode_crop, square_window, tight, union_within
 from amodalize.data.records import Dataset, ImageRecord, ImageResult, Instance
 from amodalize.infer import baselines
 from amodalize.infer.amodal import eraser_members, paste
@@ -151,9 +151,7 @@ def _amodal_pcnet(works: list[_Work], opts: ConvertOptions, completer: Completer
         crop = paste(probs[(w, i, members)], work.windows[i], opts.amodal_th, work.image.height, work.image.width)
         if opts.clip_to_occluders and crop is not EMPTY:
             window = crop.window
-            cover = work.crops[i].within(window)
-            for m in members:
-                cover |= work.crops[m].within(window)
+            cover = union_within([work.crops[m] for m in (i, *members)], window)
             crop = tight(crop.mask & cover, window[0], window[1])
         if opts.keep_visible:
             window = crop.window if crop is not EMPTY else work.crops[i].window

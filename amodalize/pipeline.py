@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from amodalize import __version__
 from amodalize.convert import ConvertOptions, convert_dataset
 from amodalize.data.formats import read_dataset
@@ -26,6 +24,7 @@ from amodalize.data.writer import augment, merge_parts, write_json_atomic
 from amodalize.errors import AmodalizeError
 from amodalize.infer.batcher import Completer, default_batch_size
 from amodalize.models.pcnet_m import load_pcnet_m
+from amodalize.train.loop import resolve_device
 
 # Completed/visible area of instances with nothing in front above this means a badly calibrated model.
 CALIBRATION_LIMIT = 1.3
@@ -42,12 +41,8 @@ def sha256(path: Path) -> str:
 
 def load_completer(checkpoint: Path, device: str = "auto", batch_size: int | None = None) -> tuple[Completer, dict]:
     """A Completer for a PCNet-M checkpoint and its provenance record."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise AmodalizeError("--device cuda was asked for, but no CUDA GPU is available")
     model, input_size, kind = load_pcnet_m(checkpoint)
-    dev = torch.device(device)
+    dev = resolve_device(device)
     batch = batch_size or default_batch_size(dev, input_size)
     completer = Completer(model, input_size, device=dev, batch_size=batch, amp=False)
     info = {"path": str(checkpoint), "sha256": sha256(checkpoint), "kind": kind, "input_size": input_size}

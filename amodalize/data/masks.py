@@ -216,6 +216,14 @@ def convex_hull(crop: Crop) -> Crop:
     return Crop(filled.astype(bool) | crop.mask, crop.x0, crop.y0)
 
 
+def union_within(crops: Sequence[Crop], window: Window) -> np.ndarray:
+    """The union of several crops as a bool array of ``window``'s shape."""
+    out = np.zeros((window[3] - window[1], window[2] - window[0]), dtype=bool)
+    for crop in crops:
+        out |= crop.within(window)
+    return out
+
+
 def square_side(bbox: Sequence[float], enlarge: float = 3.0, ratio: float = 1.1) -> float:
     """Side of the square crop around a COCO box: ``max(sqrt(w*h*enlarge), ratio*w, ratio*h)``."""
     w, h = bbox[2], bbox[3]

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from amodalize.data.masks import encode_crop, rle_area, rle_bbox, tight
+from amodalize.data.masks import Crop, encode_crop, rle_area, rle_bbox
 from amodalize.data.records import Dataset, ImageRecord, ImageResult, Instance
 from amodalize.data.writer import augment, write_json_atomic
 
@@ -152,7 +152,7 @@ def make_dataset(out_dir: Path, images: int, seed: int, opts: SynthOptions) -> t
         result = ImageResult(image_id)
         first = len(instances) + 1
         for k, (amodal, visible) in enumerate(zip(amodals, visibles)):
-            modal = encode_crop(tight(visible), h, w)
+            modal = encode_crop(Crop(visible), h, w)
             ann = {
                 "id": first + k,
                 "image_id": image_id,
@@ -163,7 +163,7 @@ def make_dataset(out_dir: Path, images: int, seed: int, opts: SynthOptions) -> t
                 "area": rle_area(modal),
             }
             instances.append(Instance(first + k, image_id, 1, modal, ann["bbox"], source=ann))
-            result.amodal[first + k] = encode_crop(tight(amodal), h, w)
+            result.amodal[first + k] = encode_crop(Crop(amodal), h, w)
             result.edges += [(first + j, first + k, 1.0) for j in occluders[k]]
         results[image_id] = result
         if opts.render:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from amodalize.data.masks import EMPTY, Crop, centroid_y
+from amodalize.data.masks import EMPTY, Crop, centroid_y, union_within
 from amodalize.infer.order import ancestors, order_from_increments, order_from_sides
 
 Order = tuple[np.ndarray, np.ndarray]
@@ -60,8 +60,6 @@ def amodal_convex_r(crops: list[Crop], hulls: list[Crop], order: np.ndarray) -> 
             out.append(crop)
             continue
         w = hull.window
-        cover = np.zeros(hull.mask.shape, dtype=bool)
-        for a in above:
-            cover |= crops[a].within(w)
+        cover = union_within([crops[a] for a in above], w)
         out.append(Crop(crop.within(w) | (hull.mask & cover), w[0], w[1]))
     return out

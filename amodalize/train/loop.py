@@ -156,13 +156,14 @@ def atomic_save(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _resolve_device(device: str, local_rank: int) -> torch.device:
+def resolve_device(device: str, index: int = 0) -> torch.device:
+    """'auto' (CUDA when available), 'cpu' or 'cuda' as a torch device; CUDA asked for but absent is an error."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
             raise TrainingError("--device cuda was asked for, but no CUDA GPU is available")
-        return torch.device("cuda", local_rank)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
@@ -198,7 +199,7 @@ def train(
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if cfg.optim.batch_size % world:
         raise TrainingError(f"optim.batch_size {cfg.optim.batch_size} does not split evenly over {world} processes")
-    dev = _resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     if cfg.run.threads:
