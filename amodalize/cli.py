@@ -359,24 +359,37 @@ def visualize(ann_json: Path, out_dir: Path, image_ids: str | None, images_dir: 
     from amodalize.data.formats import read_dataset
     from amodalize.visualize import write_pictures
 
-    try:
-        ids = [int(v) for v in image_ids.split(",")] if image_ids else None
-    except ValueError:
-        raise click.BadParameter(
-            f"expected comma-separated integers, got {image_ids!r}", param_hint="--images"
-        ) from None
-    written = write_pictures(read_dataset(ann_json, fmt), out_dir, ids, images_dir)
+    written = write_pictures(read_dataset(ann_json, fmt), out_dir, _ids(image_ids, "--images"), images_dir)
     console.print(f"wrote {len(written)} pictures to {out_dir}", soft_wrap=True)
 
 
 @cli.command()
 @click.argument("data", nargs=-1, required=True, type=EXISTING_FILE)
 @click.option(
+    "--model",
+    "model_kind",
+    type=click.Choice(["pcnet-m", "pcnet-c"]),
+    default="pcnet-m",
+    help="pcnet-m completes masks (for convert); pcnet-c paints hidden content (for deocclude, needs --images-dir).",
+)
+@click.option(
     "--config",
     "config_path",
     type=EXISTING_FILE,
     default=None,
-    help="YAML config (configs/pcnet_m/*.yaml); defaults: the paper's COCOA settings.",
+    help="YAML config (configs/pcnet_m/*.yaml or configs/pcnet_c/*.yaml); defaults: the paper's COCOA settings.",
+)
+@click.option(
+    "--images-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="PCNet-C: folder of the images of DATA.",
+)
+@click.option(
+    "--perceptual-weights",
+    type=EXISTING_FILE,
+    default=None,
+    help="PCNet-C: a local torchvision VGG16 state dict; adds the perceptual and style losses (else skipped).",
 )
 @click.option(
     "--out",
@@ -398,7 +411,10 @@ def visualize(ann_json: Path, out_dir: Path, image_ids: str | None, images_dir: 
 )
 def train(
     data: tuple[Path, ...],
+    model_kind: str,
     config_path: Path | None,
+    images_dir: Path | None,
+    perceptual_weights: Path | None,
     run_dir: Path,
     iters: int | None,
     batch_size: int | None,
@@ -406,26 +422,34 @@ def train(
     resume: bool,
     overrides: tuple[str, ...],
 ) -> None:
-    """Train PCNet-M self-supervised on the modal masks of DATA (COCO, COCOA or KINS files).
+    """Train PCNet-M (masks) or PCNet-C (content) self-supervised on DATA (COCO, COCOA or KINS files).
 
-    Ctrl-C saves a checkpoint; --resume continues it. Several GPUs or machines: run under
-    torchrun. Examples:
+    Only visible masks (and, for PCNet-C, the images) are used. Ctrl-C saves a checkpoint;
+    --resume continues it. Several GPUs or machines: run under torchrun. Examples:
 
     \b
         amodalize train demo/synth/modal.json --config configs/pcnet_m/cpu-small.yaml --out runs/small
+
+    \b
+        amodalize train --model pcnet-c demo/synth/modal.json --images-dir demo/synth/images \\
+            --config configs/pcnet_c/cpu-small.yaml --out runs/small-c
 
     \b
         torchrun --nproc_per_node 4 -m amodalize train train.json --config configs/pcnet_m/cocoa.yaml --out runs/cocoa
     """
     import os
 
-    from amodalize.config import load_config
-    from amodalize.train.loop import train as run
+    from amodalize.config import ContentConfig, TrainConfig, load_config
 
+    content = model_kind == "pcnet-c"
+    if content and images_dir is None:
+        raise click.UsageError("--model pcnet-c needs --images-dir (PCNet-C learns from the image pixels)")
+    if not content and (images_dir or perceptual_weights):
+        raise click.UsageError("--images-dir and --perceptual-weights are for --model pcnet-c")
     extra = [f"optim.iters={iters}"] * (iters is not None) + [f"optim.batch_size={batch_size}"] * (
         batch_size is not None
     )
-    cfg = load_config(config_path, [*overrides, *extra])
+    cfg = load_config(config_path, [*overrides, *extra], ContentConfig if content else TrainConfig)
     show = os.environ.get("RANK", "0") == "0"
     with progress_bar() as bar:
         task = bar.add_task("training", total=cfg.optim.iters, visible=False)
@@ -442,13 +466,207 @@ def train(
                 speed = f"{record['samples_per_s']:.0f} samples/s"
                 bar.update(task, completed=record["step"], description=f"training loss {record['loss']:.4f} {speed}")
 
-        metrics = run(cfg, list(data), run_dir, resume=resume, device=device, on_step=step, on_ready=ready)
-    if show:
+        if content:
+            from amodalize.train.content import train_content
+
+            metrics = train_content(
+                cfg,
+                list(data),
+                images_dir,
+                run_dir,
+                resume=resume,
+                device=device,
+                perceptual_weights=perceptual_weights,
+                on_step=step,
+                on_ready=ready,
+            )
+        else:
+            from amodalize.train.loop import train as run
+
+            metrics = run(cfg, list(data), run_dir, resume=resume, device=device, on_step=step, on_ready=ready)
+    if show and content:
+        console.print(
+            f"validation, mean absolute error inside the holes (0-255): PCNet-C {metrics['hole_l1']:.2f}, "
+            f"mean-colour fill {metrics['mean_fill_l1']:.2f}, OpenCV inpainting {metrics['inpaint_l1']:.2f}; "
+            f"run in {run_dir}",
+            soft_wrap=True,
+        )
+    elif show:
         console.print(
             f"validation: IoU {100 * metrics['iou']:.2f} (raw {100 * metrics['raw_iou']:.2f}), "
             f"in-eraser IoU {100 * metrics['eraser_iou']:.2f}; run in {run_dir}",
             soft_wrap=True,
         )
+
+
+def _ids(text: str | None, option: str) -> list[int] | None:
+    try:
+        return [int(v) for v in text.split(",")] if text else None
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=option) from None
+
+
+@cli.command()
+@click.argument("ann_json", type=EXISTING_FILE)
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--images-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Folder of the images of ANN_JSON.",
+)
+@click.option("--checkpoint-c", type=EXISTING_FILE, required=True, help="PCNet-C checkpoint (train --model pcnet-c).")
+@click.option(
+    "--checkpoint-m",
+    type=EXISTING_FILE,
+    default=None,
+    help="PCNet-M checkpoint for the amodal masks and order; without it ANN_JSON must carry amodal masks "
+    "(an `amodalize convert` output or amodal ground truth).",
+)
+@click.option("--images", "image_ids", default=None, help="Comma-separated image ids (default: all).")
+@click.option("--order-th", type=float, default=0.1, help="PCNet-M foreground threshold for ordering.")
+@click.option("--amodal-th", type=float, default=0.2, help="PCNet-M foreground threshold for completion.")
+@click.option(
+    "--hole-dilate",
+    type=click.IntRange(min=0),
+    default=5,
+    help="Repaint this far (pixels of a 256-px object crop) into the visible part around each hidden part.",
+)
+@click.option(
+    "--background-dilate",
+    type=click.IntRange(min=0),
+    default=4,
+    help="Repaint this far (pixels at a 384-px image side) around every object in the background.",
+)
+@click.option(
+    "--background",
+    type=click.Choice(["pcnet-c", "opencv"]),
+    default="pcnet-c",
+    help="Who paints the background where the objects were: PCNet-C (the paper) or cv2.inpaint.",
+)
+@click.option(
+    "--background-scale",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    help="Paint the background on the whole image at this many times the PCNet-C input size.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="PCNet-C crops per forward.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA when available.")
+@FORMAT_OPTION
+def deocclude(
+    ann_json: Path,
+    out_dir: Path,
+    images_dir: Path,
+    checkpoint_c: Path,
+    checkpoint_m: Path | None,
+    image_ids: str | None,
+    order_th: float,
+    amodal_th: float,
+    fmt: str | None,
+    **options: object,
+) -> None:
+    """Take each image of ANN_JSON apart into intact objects and a background, in OUT_DIR.
+
+    Per image, OUT_DIR/<image id>/ gets object-<annotation id>.png (RGBA, alpha = amodal mask,
+    hidden parts painted by PCNet-C), background.png (every object removed) and layers.json
+    (boxes, order graph, paint order). Finished images are skipped on a rerun. Example:
+
+    \b
+        amodalize deocclude val.json layers/ --images-dir val2014/ --checkpoint-m m.pt --checkpoint-c c.pt
+    """
+    from amodalize.scene.deocclude import deocclude_file
+
+    with progress_bar() as bar:
+        task = bar.add_task("de-occluding images", total=None, visible=False)
+        summary = deocclude_file(
+            ann_json,
+            images_dir,
+            out_dir,
+            checkpoint_c,
+            checkpoint_m=checkpoint_m,
+            fmt=fmt,
+            image_ids=_ids(image_ids, "--images"),
+            convert_settings={"order_th": order_th, "amodal_th": amodal_th},
+            on_start=lambda n, done: bar.update(task, total=n, completed=done, visible=True),
+            on_progress=lambda n: bar.advance(task, n),
+            **options,
+        )
+    console.print(
+        f"wrote {out_dir}: {summary['images']} images ({summary['skipped']} already done), "
+        f"{summary['objects']} object layers, {summary['painted']} with painted hidden parts, "
+        f"{summary['cyclic']} images with an order cycle, {summary['seconds']:.1f} s",
+        soft_wrap=True,
+    )
+
+
+def _pair(text: str, option: str, sep: str) -> tuple[int, int]:
+    try:
+        a, b = (int(v) for v in text.split(sep))
+    except ValueError:
+        example = "3:10,-5" if option == "--shift" else "3,7"
+        raise click.BadParameter(f"expected something like {example}, got {text!r}", param_hint=option) from None
+    return a, b
+
+
+@cli.command()
+@click.argument("layers_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--image", "image_id", type=int, default=None, help="Image id, when LAYERS_DIR holds several.")
+@click.option("--delete", multiple=True, type=int, metavar="ID", help="Remove an object (repeatable).")
+@click.option("--shift", multiple=True, metavar="ID:DX,DY", help="Move an object by DX, DY pixels (repeatable).")
+@click.option("--swap", multiple=True, metavar="ID1,ID2", help="Swap two objects' depth positions (repeatable).")
+@click.option("--to-front", multiple=True, type=int, metavar="ID", help="Bring an object to the front (repeatable).")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The new image (PNG/JPG)."
+)
+@click.option(
+    "--compare",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write original | modal-only baseline | amodalize side by side.",
+)
+def recompose(
+    layers_dir: Path,
+    image_id: int | None,
+    delete: tuple[int, ...],
+    shift: tuple[str, ...],
+    swap: tuple[str, ...],
+    to_front: tuple[int, ...],
+    output: Path,
+    compare: Path | None,
+) -> None:
+    """Repaint a de-occluded image from its layers after edits.
+
+    Deleting an object reveals the completed objects and background behind it; shifting moves a
+    completed object. Edits apply in the order: delete, swap, to-front, shift. Example:
+
+    \b
+        amodalize recompose layers/1 --delete 4 --shift 7:20,0 -o edited.png --compare side.png
+    """
+    from amodalize.data.images import write_image_atomic
+    from amodalize.scene import recompose as rc
+
+    shifts = {}
+    for item in shift:
+        key, _, offset = item.partition(":")
+        if not key.strip().lstrip("-").isdigit():
+            raise click.BadParameter(f"expected ID:DX,DY such as 3:10,-5, got {item!r}", param_hint="--shift")
+        shifts[int(key)] = _pair(offset, "--shift", ",")
+    edits = rc.Edits(list(delete), [_pair(s, "--swap", ",") for s in swap], list(to_front), shifts)
+    scene = rc.load_scene(rc.find_scene(layers_dir, image_id))
+    new = rc.recompose(scene, edits)
+    write_image_atomic(output, new[..., ::-1])
+    message = f"wrote {output}"
+    if compare is not None or not edits.ids():
+        original = rc.original_image(scene)
+        if not edits.ids():
+            error = rc.mean_abs_error(new, original)
+            message += f"; mean absolute difference from the original image: {error:.2f} (0-255)"
+        if compare is not None:
+            baseline = rc.modal_baseline(original, scene.doc, edits)
+            picture = rc.side_by_side([original, baseline, new], ["original", "modal only + inpaint", "amodalize"])
+            write_image_atomic(compare, picture[..., ::-1])
+            message += f"; comparison in {compare}"
+    console.print(message, soft_wrap=True)
 
 
 @cli.group()

@@ -1,7 +1,8 @@
-"""Training configuration: dataclasses loaded from YAML (``configs/``), with ``--set`` overrides.
+"""Training configurations: dataclasses loaded from YAML (``configs/``), with ``--set`` overrides.
 
-Defaults are the reference implementation's COCOA PCNet-M settings (reference protocol §2.1).
-Where the paper and the code differ, the code's behaviour is the default (noted per field).
+``TrainConfig`` (PCNet-M) defaults to the reference implementation's COCOA PCNet-M settings
+(reference protocol §2.1), ``ContentConfig`` (PCNet-C) to its PCNet-C settings (§5). Where the
+paper and the code differ, the code's behaviour is the default (noted per field).
 """
 
 from __future__ import annotations
@@ -146,23 +147,113 @@ class TrainConfig:
             raise ValueError(f"data.val_fraction must lie in (0, 1), got {d.val_fraction}")
 
 
-def to_dict(cfg: TrainConfig) -> dict:
+@dataclass
+class ContentModelConfig:
+    """The PCNet-C networks (reference: base 64, depth 7, max_width 512, disc_base 64; ~25.8M +
+    2.76M parameters at 256 px).
+
+    base: channels of the generator's first partial convolution (doubling per level).
+    depth: generator levels (input side / 2**depth is the bottleneck side; at most log2(input_size)).
+    max_width: cap on the generator's channels.
+    disc_base: channels of the discriminator's first convolution.
+    """
+
+    base: int = 64
+    depth: int = 7
+    max_width: int = 512
+    disc_base: int = 64
+
+
+@dataclass
+class ContentOptimConfig:
+    """PCNet-C optimisation: Adam for both networks, generator first, then discriminator.
+
+    lr: generator learning rate (reference: 1e-4).
+    d_lr: discriminator learning rate (reference: 1e-5, d2g_lr 0.1).
+    betas: Adam betas of both optimisers (reference: (0.0, 0.9) for the discriminator).
+    schedule, milestones, gamma: as in PCNet-M's optim section (reference: constant).
+    iters: training iterations (reference: 450,000).
+    batch_size: global batch, split evenly across torchrun processes (reference: 128).
+    """
+
+    lr: float = 1e-4
+    d_lr: float = 1e-5
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.9])
+    schedule: str = "constant"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    iters: int = 450000
+    batch_size: int = 128
+
+
+@dataclass
+class LossConfig:
+    """PCNet-C loss weights (reference protocol §5). Perceptual and style need VGG16 weights
+    (``--perceptual-weights``) and are skipped without them.
+
+    hole: L1 inside the erased region. valid: L1 outside it. adversarial: non-saturating GAN loss
+    of the generator. perceptual: L1 between VGG16 pool1-3 features. style: L1 between their Gram
+    matrices. tv: total variation of the composite around the hole.
+    """
+
+    hole: float = 6.0
+    valid: float = 1.0
+    adversarial: float = 0.1
+    perceptual: float = 0.1
+    style: float = 250.0
+    tv: float = 0.1
+
+
+@dataclass
+class ContentConfig:
+    """A full PCNet-C training configuration (sections: model, data, optim, loss, run).
+
+    The data section is PCNet-M's sample recipe; ``eraser_front_prob`` and ``inmask_weight`` are
+    unused (PCNet-C always erases A ∩ B).
+    """
+
+    model: ContentModelConfig = field(default_factory=ContentModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: ContentOptimConfig = field(default_factory=ContentOptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first impossible setting."""
+        o, d, m = self.optim, self.data, self.model
+        if o.schedule not in ("step", "cosine", "constant"):
+            raise ValueError(f"optim.schedule is {o.schedule!r}; choose from step, cosine, constant")
+        if d.input_size % 2**m.depth:
+            raise ValueError(f"data.input_size {d.input_size} must be a multiple of 2**model.depth = {2**m.depth}")
+        if o.iters <= 0 or o.batch_size <= 0:
+            raise ValueError("optim.iters and optim.batch_size must be positive")
+        if len(o.betas) != 2:
+            raise ValueError(f"optim.betas must hold two numbers, got {o.betas}")
+        if not 0 < d.val_fraction < 1:
+            raise ValueError(f"data.val_fraction must lie in (0, 1), got {d.val_fraction}")
+
+
+AnyConfig = TrainConfig | ContentConfig
+
+
+def to_dict(cfg: AnyConfig) -> dict:
     """The config as plain nested dicts (for YAML and checkpoints)."""
     return dataclasses.asdict(cfg)
 
 
-def from_dict(raw: dict, source: str = "config") -> TrainConfig:
-    """Build a config from nested dicts, rejecting unknown sections, keys and mistyped values."""
-    cfg = TrainConfig()
+def from_dict(raw: dict, source: str = "config", kind: type = TrainConfig) -> AnyConfig:
+    """Build a ``kind`` config from nested dicts, rejecting unknown sections, keys and mistyped values."""
+    cfg = kind()
+    sections = ", ".join(f.name for f in dataclasses.fields(cfg))
     for section, values in (raw or {}).items():
         if not hasattr(cfg, section) or not isinstance(values, dict):
-            raise InputError(source, f"unknown config section {section!r} (sections: model, data, optim, run)")
+            raise InputError(source, f"unknown config section {section!r} (sections: {sections})")
         for key, value in values.items():
             _assign(cfg, f"{section}.{key}", value, source)
     return cfg
 
 
-def _assign(cfg: TrainConfig, dotted: str, value: object, source: str) -> None:
+def _assign(cfg: AnyConfig, dotted: str, value: object, source: str) -> None:
     section, _, key = dotted.partition(".")
     target = getattr(cfg, section, None)
     if target is None or not key or not hasattr(target, key):
@@ -182,8 +273,8 @@ def _assign(cfg: TrainConfig, dotted: str, value: object, source: str) -> None:
     setattr(target, key, value)
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    """Read a YAML config (defaults when ``path`` is None) and apply ``key=value`` overrides."""
+def load_config(path: str | Path | None, overrides: list[str] = (), kind: type = TrainConfig) -> AnyConfig:
+    """Read a ``kind`` YAML config (defaults when ``path`` is None) and apply ``key=value`` overrides."""
     raw = {}
     if path is not None:
         try:
@@ -194,7 +285,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
             raise InputError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(raw, dict):
             raise InputError(path, "a config must be a mapping of sections")
-    cfg = from_dict(raw, str(path or "config"))
+    cfg = from_dict(raw, str(path or "config"), kind)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:

@@ -21,6 +21,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from amodalize.data.formats import read_dataset
+from amodalize.data.images import check_images, read_image
 from amodalize.data.masks import decode_crop, rle_area, rle_bbox
 from amodalize.data.records import Dataset
 from amodalize.errors import AmodalizeError, InputError
@@ -127,20 +128,14 @@ class DetectionSet(torch.utils.data.Dataset):
 
     def __init__(self, dataset: Dataset, images_dir: Path, labels: dict[int, int]) -> None:
         self.dataset, self.images_dir, self.labels = dataset, images_dir, labels
-        missing = [
-            im.file_name for im in dataset.images if not im.file_name or not (images_dir / im.file_name).exists()
-        ]
-        if missing:
-            raise InputError(images_dir, f"{len(missing)} image file(s) missing, e.g. {missing[0]!r}")
+        check_images(dataset.images, images_dir)
 
     def __len__(self) -> int:
         return len(self.dataset.images)
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, dict]:
         image = self.dataset.images[k]
-        pixels = cv2.imread(str(self.images_dir / image.file_name), cv2.IMREAD_COLOR)
-        if pixels is None:
-            raise InputError(self.images_dir / image.file_name, "cannot be read as an image")
+        pixels = read_image(self.images_dir / image.file_name)
         tensor = torch.from_numpy(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).float() / 255
         boxes, labels, masks = [], [], []
         for inst in self.dataset.by_image[image.id]:

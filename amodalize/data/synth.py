@@ -119,9 +119,12 @@ def make_scene(
     return [k[0] for k in kept], [k[2] for k in kept], occluders
 
 
-def render(rng: np.random.Generator, amodals: list[np.ndarray]) -> np.ndarray:
-    """Paint a BGR uint8 image: a textured background, then each object back to front."""
-    h, w = amodals[0].shape if amodals else (64, 64)
+def render_layers(
+    rng: np.random.Generator, amodals: list[np.ndarray], size: tuple[int, int]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The textures of a scene as float BGR ``[H, W, 3]``: the background and one full texture per
+    object (its true appearance, hidden parts included), drawn in that order."""
+    h, w = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
 
     def texture() -> np.ndarray:
@@ -131,9 +134,21 @@ def render(rng: np.random.Generator, amodals: list[np.ndarray]) -> np.ndarray:
         noise = rng.normal(0, 8, (h, w, 1))
         return base + rng.uniform(10, 40) * stripes + noise
 
-    image = texture()
-    for amodal in amodals:
-        image[amodal] = texture()[amodal]
+    background = texture()
+    return background, [texture() for _ in amodals]
+
+
+def render(rng: np.random.Generator, amodals: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Paint a BGR uint8 image: a textured background, then each object back to front."""
+    background, textures = render_layers(rng, amodals, size)
+    image = background
+    for amodal, texture in zip(amodals, textures):
+        image[amodal] = texture[amodal]
+    return to_uint8(image)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float pixels clipped to [0, 255] as uint8."""
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -168,7 +183,7 @@ def make_dataset(out_dir: Path, images: int, seed: int, opts: SynthOptions) -> t
         results[image_id] = result
         if opts.render:
             (out_dir / "images").mkdir(exist_ok=True)
-            cv2.imwrite(str(out_dir / "images" / file_name), render(rng, amodals))
+            cv2.imwrite(str(out_dir / "images" / file_name), render(rng, amodals, (h, w)))
     info = {"description": f"amodalize synth, seed {seed}", "synth": {"seed": seed, **opts.__dict__}}
     modal = {
         "info": info,

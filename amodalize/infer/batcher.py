@@ -1,10 +1,12 @@
-"""Batched PCNet-M forwards: many (target, eraser) patch queries per call, scattered back in order."""
+"""Batched network forwards: PCNet-M (target, eraser) mask queries and PCNet-C content crops, many
+per call, scattered back in order."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from amodalize.models.pcnet_c import denormalize, pack_content_input
 from amodalize.models.pcnet_m import foreground_probability, pack_input
 
 # Pixels per CPU forward: larger batches fall out of cache (measured on 2 cores: at 64 px, batch 16
@@ -57,4 +59,41 @@ class Completer:
                 out[k : k + self.batch_size] = foreground_probability(self.model, x).cpu().numpy()
                 self.forwards += 1
         self.queries += n
+        return out
+
+
+class Painter:
+    """Runs the PCNet-C generator on stacks of crops, ``batch_size`` per forward pass.
+
+    Args:
+        generator (nn.Module): the PConvUNet in eval mode.
+        device (torch.device): where the forwards run.
+        batch_size (int): crops per forward.
+        amp (bool): bfloat16 autocast on CUDA.
+    """
+
+    def __init__(self, generator: torch.nn.Module, *, device: torch.device, batch_size: int = 16, amp: bool = False):
+        self.generator = generator.to(device).eval()
+        self.device = device
+        self.batch_size = batch_size
+        self.amp = amp and device.type == "cuda"
+        self.forwards = 0
+
+    def __call__(self, rgb: np.ndarray, hole: np.ndarray, visible: np.ndarray, category: np.ndarray) -> np.ndarray:
+        """Composites RGB uint8 ``[N, S, S, 3]``: ``rgb`` (uint8 ``[N, S, S, 3]``) outside the 0/1
+        ``hole [N, S, S]``, painted inside, conditioned on the object's ``visible`` mask and ``category [N]``."""
+        out = np.empty_like(rgb)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            for k in range(0, len(rgb), self.batch_size):
+                part = slice(k, k + self.batch_size)
+                x, valid, image = pack_content_input(
+                    torch.from_numpy(rgb[part]).permute(0, 3, 1, 2),
+                    torch.from_numpy(hole[part]),
+                    torch.from_numpy(visible[part]),
+                    torch.from_numpy(category[part]),
+                )
+                x, valid, image = x.to(self.device), valid.to(self.device), image.to(self.device)
+                comp = valid * image + (1 - valid) * self.generator(x, valid).float()
+                out[part] = (denormalize(comp) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+                self.forwards += 1
         return out

@@ -43,7 +43,7 @@ def foreground_probability(model: torch.nn.Module, x: torch.Tensor) -> torch.Ten
     return torch.softmax(model(x).float(), dim=1)[:, 1]
 
 
-def _load(path: str | Path) -> object:
+def load_checkpoint(path: str | Path) -> object:
     """``torch.load`` of tensors only (``weights_only=True``): a checkpoint cannot run code."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -55,7 +55,7 @@ def _load(path: str | Path) -> object:
 
 def reference_state_dict(path: str | Path, model: UNet) -> dict[str, torch.Tensor]:
     """Load a reference PCNet-M checkpoint into ``model``'s key names, checking every key and shape."""
-    ckpt = _load(path)
+    ckpt = load_checkpoint(path)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise InputError(path, "holds no state_dict")
@@ -83,7 +83,9 @@ def load_pcnet_m(path: str | Path) -> tuple[UNet, int, str]:
     Accepts ``amodalize train`` checkpoints (kind 'amodalize': widen and input size from their
     config) and the reference's released ``*.pth.tar`` (kind 'reference': the paper's UNet at 256).
     """
-    ckpt = _load(path)
+    ckpt = load_checkpoint(path)
+    if isinstance(ckpt, dict) and ckpt.get("kind") == "pcnet-c":
+        raise InputError(path, "is a PCNet-C (content) checkpoint; a PCNet-M checkpoint is needed here")
     if isinstance(ckpt, dict) and "model" in ckpt and "config" in ckpt:
         cfg = ckpt["config"]
         model = UNet(2, 2, widen=cfg["model"]["widen"])

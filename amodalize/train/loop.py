@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
-from amodalize.config import TrainConfig, from_dict, to_dict
+from amodalize.config import AnyConfig, TrainConfig, from_dict, to_dict
 from amodalize.data.formats import read_dataset
 from amodalize.errors import AmodalizeError, InputError
 from amodalize.models.pcnet_m import foreground_probability, pack_input
@@ -57,7 +57,7 @@ def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: ob
     scheduler.step()
 
 
-def lr_factor(cfg: TrainConfig, step: int) -> float:
+def lr_factor(cfg: AnyConfig, step: int) -> float:
     """Learning-rate multiplier at 0-based ``step``."""
     o = cfg.optim
     if o.schedule == "step":
@@ -167,16 +167,78 @@ def resolve_device(device: str, index: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_resumable(ckpt: dict, cfg: TrainConfig, fingerprint: str, path: Path) -> None:
+def check_resumable(ckpt: dict, cfg: AnyConfig, fingerprint: str, path: Path) -> None:
+    """Fail unless checkpoint ``ckpt`` was trained on the same data with the same network and input size."""
     if ckpt.get("data_fingerprint") != fingerprint:
         raise InputError(path, "was trained on different data; resume with the same annotation files")
-    old = from_dict(ckpt["config"])
-    if old.model.widen != cfg.model.widen:
-        raise InputError(path, f"was trained with model.widen={old.model.widen}, the config says {cfg.model.widen}")
+    old = from_dict(ckpt["config"], str(path), type(cfg))
+    for key, value in to_dict(old)["model"].items():
+        if getattr(cfg.model, key) != value:
+            raise InputError(path, f"was trained with model.{key}={value}, the config says {getattr(cfg.model, key)}")
     if old.data.input_size != cfg.data.input_size:
         raise InputError(
             path, f"was trained at input size {old.data.input_size}, the config says {cfg.data.input_size}"
         )
+
+
+def start_run(run_dir: Path, resume: bool, device: str, batch_size: int, threads: int) -> tuple[torch.device, int, int]:
+    """Join torchrun's process group if there is one and check the run directory; returns
+    (device, rank, world size)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if batch_size % world:
+        raise TrainingError(f"optim.batch_size {batch_size} does not split evenly over {world} processes")
+    dev = resolve_device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if threads:
+        torch.set_num_threads(threads)
+    ckpt_path = run_dir / CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise InputError(run_dir, "already holds a checkpoint; pass --resume to continue it or choose another --out")
+    if resume and not ckpt_path.exists():
+        raise InputError(run_dir, "has no checkpoint to resume")
+    return dev, rank, world
+
+
+def rank_loader(
+    data: torch.utils.data.Dataset, cfg: AnyConfig, start: int, rank: int, world: int, pin: bool
+) -> torch.utils.data.DataLoader:
+    """This rank's slice of global batches ``start .. cfg.optim.iters`` of ``data``."""
+    return torch.utils.data.DataLoader(
+        data,
+        batch_sampler=RankBatches(start, cfg.optim.iters, cfg.optim.batch_size, rank, world),
+        num_workers=cfg.run.workers,
+        pin_memory=pin,
+        persistent_workers=False,
+    )
+
+
+_WORKER_INPUT_ERROR = "amodalize.errors.InputError: "
+
+
+def batches(loader: torch.utils.data.DataLoader) -> Iterator:
+    """The loader's batches; an InputError raised in a worker process (which the DataLoader
+    re-raises as a RuntimeError carrying the worker's traceback) comes back as itself, one line."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except RuntimeError as e:
+            if _WORKER_INPUT_ERROR not in str(e):
+                raise
+            path, _, problem = str(e).rstrip().rsplit(_WORKER_INPUT_ERROR, 1)[1].partition(": ")
+            raise InputError(path, problem) from None
+        yield batch
+
+
+def begin_log(run_dir: Path, cfg: AnyConfig, start: int) -> None:
+    """Create the run directory, record the config beside the results and drop log lines past ``start``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    truncate_log(run_dir / "log.jsonl", start)
 
 
 def train(
@@ -195,21 +257,8 @@ def train(
     ``on_step(record)`` after every step ({step, loss, lr, samples_per_s}); a KeyboardInterrupt
     raised anywhere inside the loop saves a checkpoint first.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if cfg.optim.batch_size % world:
-        raise TrainingError(f"optim.batch_size {cfg.optim.batch_size} does not split evenly over {world} processes")
-    dev = resolve_device(device, local_rank)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+    dev, rank, world = start_run(run_dir, resume, device, cfg.optim.batch_size, cfg.run.threads)
     ckpt_path = run_dir / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise InputError(run_dir, "already holds a checkpoint; pass --resume to continue it or choose another --out")
-    if resume and not ckpt_path.exists():
-        raise InputError(run_dir, "has no checkpoint to resume")
-
     bank = build_bank([read_dataset(p) for p in data_paths], workers=-1)
     train_ids, val_ids = split_instances(bank, cfg.data, cfg.run.seed)
     model = build_model(cfg).to(dev)
@@ -218,7 +267,9 @@ def train(
     start = 0
     if resume:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        _check_resumable(ckpt, cfg, bank.fingerprint, ckpt_path)
+        if ckpt.get("kind") == "pcnet-c":
+            raise InputError(ckpt_path, "is a PCNet-C checkpoint; resume it with --model pcnet-c")
+        check_resumable(ckpt, cfg, bank.fingerprint, ckpt_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["lr_scheduler"])
@@ -235,9 +286,7 @@ def train(
 
     writer = rank == 0
     if writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        truncate_log(run_dir / "log.jsonl", start)
+        begin_log(run_dir, cfg, start)
 
     def checkpoint(step: int) -> None:
         if writer:
@@ -255,13 +304,7 @@ def train(
             )
 
     data = PartialCompletionSet(bank, train_ids, train_ids, cfg.data, cfg.run.seed)
-    loader = torch.utils.data.DataLoader(
-        data,
-        batch_sampler=RankBatches(start, cfg.optim.iters, cfg.optim.batch_size, rank, world),
-        num_workers=cfg.run.workers,
-        pin_memory=cuda,
-        persistent_workers=False,
-    )
+    loader = rank_loader(data, cfg, start, rank, world, pin=cuda)
     val_batch = validation_samples(bank, val_ids, train_ids, cfg.data, cfg.run.seed, cfg.run.val_samples)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.run.amp else nullcontext()
     if on_ready:
@@ -272,7 +315,7 @@ def train(
     net.train()
     tick = time.perf_counter()
     try:
-        for batch in loader:
+        for batch in batches(loader):
             x = pack_input(batch["modal"], batch["eraser"], batch["category"]).to(dev, non_blocking=True)
             if cuda and cfg.run.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -291,11 +334,11 @@ def train(
             }
             tick = now
             if writer and (step % cfg.run.log_every == 0 or step == cfg.optim.iters):
-                _log(run_dir, record)
+                log_record(run_dir, record)
             if cfg.run.val_every and step % cfg.run.val_every == 0 and step < cfg.optim.iters:
                 metrics = validate(model, val_batch, dev)
                 if writer:
-                    _log(run_dir, {"step": step, "val": metrics})
+                    log_record(run_dir, {"step": step, "val": metrics})
             if step % cfg.run.checkpoint_every == 0:
                 checkpoint(step)
             if on_step:
@@ -306,7 +349,7 @@ def train(
     checkpoint(step)
     metrics = validate(model, val_batch, dev)
     if writer:
-        _log(run_dir, {"step": step, "val": metrics})
+        log_record(run_dir, {"step": step, "val": metrics})
         model.eval()
         with torch.inference_mode():
             x = pack_input(val_batch["modal"][:8], val_batch["eraser"][:8], val_batch["category"][:8]).to(dev)
@@ -317,7 +360,8 @@ def train(
     return metrics
 
 
-def _log(run_dir: Path, record: dict) -> None:
+def log_record(run_dir: Path, record: dict) -> None:
+    """Append one JSON line to the run's log.jsonl."""
     with open(run_dir / "log.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 

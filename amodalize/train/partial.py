@@ -1,8 +1,9 @@
-"""Self-supervised partial-completion samples for PCNet-M (reference protocol §2.2-2.4).
+"""Self-supervised partial-completion samples for PCNet-M and PCNet-C (reference protocol §2.2-2.4, §5).
 
 A target instance A is cropped around its box; a random instance B, cropped around its own box,
-is placed over it as the eraser. Case 1 (probability ``eraser_front_prob``): input A minus B,
-eraser B. Case 2: input A, eraser B minus A. The network must output A in both cases.
+is placed over it as the eraser. PCNet-M, case 1 (probability ``eraser_front_prob``): input A
+minus B, eraser B; case 2: input A, eraser B minus A; the network must output A in both cases.
+PCNet-C: the pixels of A ∩ B are blanked in A's image crop and must be painted back.
 
 Every sample is a pure function of ``(seed, global sample index)``, so training resumes
 bit-for-bit and a sample does not depend on which process or DataLoader worker draws it.
@@ -18,8 +19,9 @@ import torch
 from joblib import Parallel, delayed
 
 from amodalize.config import DataConfig
-from amodalize.data.masks import EMPTY, Crop, decode_crop, resample, square_side
-from amodalize.data.records import Dataset
+from amodalize.data.images import ImageCache, crop_image
+from amodalize.data.masks import EMPTY, Crop, Window, decode_crop, resample, square_side
+from amodalize.data.records import Dataset, Instance
 
 
 @dataclass
@@ -27,7 +29,9 @@ class InstanceBank:
     """The modal masks of every trainable instance, each decoded once into a bit-packed tight crop.
 
     packed[k]: np.packbits of the crop; shapes[k] = (h, w); origins[k] = (x0, y0) in image pixels;
-    boxes[k] = COCO box (x, y, w, h); categories[k] = category id; fingerprint: hash of the masks.
+    boxes[k] = COCO box (x, y, w, h); categories[k] = category id; image_files[image_index[k]]:
+    the file name of the instance's image (None when the file gives none), image_sizes[...] its
+    (height, width); fingerprint: hash of the masks.
     """
 
     packed: list[np.ndarray]
@@ -35,6 +39,9 @@ class InstanceBank:
     origins: np.ndarray
     boxes: np.ndarray
     categories: np.ndarray
+    image_index: np.ndarray
+    image_files: list[str | None]
+    image_sizes: np.ndarray
     fingerprint: str
 
     def __len__(self) -> int:
@@ -47,18 +54,27 @@ class InstanceBank:
         return Crop(bits, int(self.origins[k, 0]), int(self.origins[k, 1]))
 
 
-def _decode(instances: list) -> list[tuple]:
+def _decode(instances: list[tuple[Instance, int]]) -> list[tuple]:
     out = []
-    for inst in instances:
+    for inst, image in instances:
         crop = decode_crop(inst.modal)
         if crop is not EMPTY:
-            out.append((np.packbits(crop.mask), crop.mask.shape, (crop.x0, crop.y0), inst.bbox, inst.category_id))
+            mask = crop.mask
+            out.append((np.packbits(mask), mask.shape, (crop.x0, crop.y0), inst.bbox, inst.category_id, image))
     return out
 
 
 def build_bank(datasets: list[Dataset], workers: int = -1, chunk: int = 512) -> InstanceBank:
     """Decode every non-crowd, non-empty instance of ``datasets`` (in parallel with joblib)."""
-    instances = [i for ds in datasets for i in ds.instances if not i.iscrowd]
+    files: list[str | None] = []
+    sizes: list[tuple[int, int]] = []
+    index: dict[tuple[int, int], int] = {}
+    for d, ds in enumerate(datasets):
+        for image in ds.images:
+            index[(d, image.id)] = len(files)
+            files.append(image.file_name)
+            sizes.append((image.height, image.width))
+    instances = [(i, index[(d, i.image_id)]) for d, ds in enumerate(datasets) for i in ds.instances if not i.iscrowd]
     chunks = [instances[k : k + chunk] for k in range(0, len(instances), chunk)]
     if workers == 1 or len(chunks) <= 1:
         parts = [_decode(c) for c in chunks]
@@ -68,7 +84,7 @@ def build_bank(datasets: list[Dataset], workers: int = -1, chunk: int = 512) -> 
     if not rows:
         raise ValueError("no instance with a non-empty visible mask to train on")
     digest = hashlib.sha256()
-    for inst in instances:
+    for inst, _ in instances:
         digest.update(f"{inst.image_id}:{inst.id}:{inst.modal['counts']};".encode())
     return InstanceBank(
         packed=[r[0] for r in rows],
@@ -76,12 +92,17 @@ def build_bank(datasets: list[Dataset], workers: int = -1, chunk: int = 512) -> 
         origins=np.array([r[2] for r in rows], dtype=np.int64),
         boxes=np.array([r[3] for r in rows], dtype=np.float64),
         categories=np.array([r[4] for r in rows], dtype=np.float32),
+        image_index=np.array([r[5] for r in rows], dtype=np.int64),
+        image_files=files,
+        image_sizes=np.array(sizes, dtype=np.int64).reshape(-1, 2),
         fingerprint=digest.hexdigest()[:16],
     )
 
 
-def sample_patch(bank: InstanceBank, k: int, rng: np.random.Generator, cfg: DataConfig, shift: bool) -> np.ndarray:
-    """Instance k cropped around its box with the training augmentation, ``[S, S]`` bool."""
+def sample_window(
+    bank: InstanceBank, k: int, rng: np.random.Generator, cfg: DataConfig, shift: bool
+) -> tuple[Window, bool]:
+    """The augmented square window around instance k's box and whether to flip it horizontally."""
     box = bank.boxes[k]
     side = square_side(box, cfg.enlarge_box, cfg.min_side_ratio)
     cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
@@ -90,10 +111,14 @@ def sample_patch(bank: InstanceBank, k: int, rng: np.random.Generator, cfg: Data
         cy += rng.uniform(-cfg.shift, cfg.shift) * side
     side /= rng.uniform(cfg.scale_min, cfg.scale_max)
     x0, y0, side_px = int(cx - side / 2), int(cy - side / 2), max(int(side), 1)
-    patch = resample(bank.crop(k), (x0, y0, x0 + side_px, y0 + side_px), cfg.input_size)
-    if cfg.flip and rng.random() < 0.5:
-        patch = patch[:, ::-1]
-    return patch
+    return (x0, y0, x0 + side_px, y0 + side_px), bool(cfg.flip and rng.random() < 0.5)
+
+
+def sample_patch(bank: InstanceBank, k: int, rng: np.random.Generator, cfg: DataConfig, shift: bool) -> np.ndarray:
+    """Instance k cropped around its box with the training augmentation, ``[S, S]`` bool."""
+    window, flip = sample_window(bank, k, rng, cfg, shift)
+    patch = resample(bank.crop(k), window, cfg.input_size)
+    return patch[:, ::-1] if flip else patch
 
 
 def translate(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -139,6 +164,27 @@ def make_sample(bank: InstanceBank, target: int, eraser: int, rng: np.random.Gen
     }
 
 
+def make_content_sample(
+    bank: InstanceBank, images: ImageCache, target: int, eraser: int, rng: np.random.Generator, cfg: DataConfig
+) -> dict:
+    """One PCNet-C sample: ``rgb`` (uint8 ``[3, S, S]``, the target's image crop in RGB order), ``hole``
+    (A ∩ B) and ``modal`` (A minus B) as uint8 ``[S, S]``, and ``category``."""
+    window, flip = sample_window(bank, target, rng, cfg, shift=True)
+    a = resample(bank.crop(target), window, cfg.input_size)
+    image = bank.image_index[target]
+    pixels = images(bank.image_files[image], tuple(bank.image_sizes[image]))
+    rgb = crop_image(pixels, window, cfg.input_size)[..., ::-1]
+    if flip:
+        a, rgb = a[:, ::-1], rgb[:, ::-1]
+    b = place_eraser(sample_patch(bank, eraser, rng, cfg, shift=False), a, rng, cfg)
+    return {
+        "rgb": np.ascontiguousarray(rgb.transpose(2, 0, 1)),
+        "hole": (a & b).astype(np.uint8),
+        "modal": (a & ~b).astype(np.uint8),
+        "category": np.float32(bank.categories[target]),
+    }
+
+
 def split_instances(bank: InstanceBank, cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Eligible instance indices split into (train, validation) targets, deterministically."""
     sides = np.array([square_side(b, cfg.enlarge_box, cfg.min_side_ratio) for b in bank.boxes])
@@ -152,10 +198,20 @@ def split_instances(bank: InstanceBank, cfg: DataConfig, seed: int) -> tuple[np.
 
 class PartialCompletionSet(torch.utils.data.Dataset):
     """Sample ``g`` (a global sample index) = target ``targets[perm_epoch[g % N]]`` with eraser and
-    augmentation drawn from ``default_rng([seed, g])``; epochs are reshuffled per ``(seed, epoch)``."""
+    augmentation drawn from ``default_rng([seed, g])``; epochs are reshuffled per ``(seed, epoch)``.
+    PCNet-M samples, or PCNet-C samples when ``images`` reads the image files."""
 
-    def __init__(self, bank: InstanceBank, targets: np.ndarray, erasers: np.ndarray, cfg: DataConfig, seed: int):
+    def __init__(
+        self,
+        bank: InstanceBank,
+        targets: np.ndarray,
+        erasers: np.ndarray,
+        cfg: DataConfig,
+        seed: int,
+        images: ImageCache | None = None,
+    ):
         self.bank, self.targets, self.erasers, self.cfg, self.seed = bank, targets, erasers, cfg, seed
+        self.images = images
         self._perm: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -168,15 +224,27 @@ class PartialCompletionSet(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, 3, int(g)])
         target = int(self.targets[self._perm[1][pos]])
         eraser = int(self.erasers[rng.integers(len(self.erasers))])
+        if self.images is not None:
+            return make_content_sample(self.bank, self.images, target, eraser, rng, self.cfg)
         return make_sample(self.bank, target, eraser, rng, self.cfg)
 
 
 def validation_samples(
-    bank: InstanceBank, val: np.ndarray, erasers: np.ndarray, cfg: DataConfig, seed: int, n: int
+    bank: InstanceBank,
+    val: np.ndarray,
+    erasers: np.ndarray,
+    cfg: DataConfig,
+    seed: int,
+    n: int,
+    images: ImageCache | None = None,
 ) -> dict:
-    """A fixed batch of ``n`` samples with held-out targets, stacked as tensors."""
+    """A fixed batch of ``n`` samples with held-out targets, stacked as tensors (PCNet-C with ``images``)."""
     samples = []
     for k in range(n):
         rng = np.random.default_rng([seed, 4, k])
-        samples.append(make_sample(bank, int(val[k % len(val)]), int(erasers[rng.integers(len(erasers))]), rng, cfg))
+        target, eraser = int(val[k % len(val)]), int(erasers[rng.integers(len(erasers))])
+        if images is not None:
+            samples.append(make_content_sample(bank, images, target, eraser, rng, cfg))
+        else:
+            samples.append(make_sample(bank, target, eraser, rng, cfg))
     return torch.utils.data.default_collate(samples)

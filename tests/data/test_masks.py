@@ -8,6 +8,8 @@ from amodalize.data.masks import (
     convex_hull,
     decode_crop,
     encode_crop,
+    resample,
+    resample_cover,
     rle_area,
     rle_bbox,
     rle_minus,
@@ -119,3 +121,14 @@ def test_convex_hull_fills_an_l_shape():
     assert hull.window == (5, 5, 15, 15)
     assert hull.mask[mask].all()
     assert hull.mask[4, 5] and not hull.mask[0, 9]
+
+
+def test_resample_cover_keeps_thin_parts():
+    mask = np.zeros((100, 100), bool)
+    mask[37, 5:95] = True  # a 1-px line that nearest resizing to 10 px drops
+    assert not resample(Crop(mask), (0, 0, 100, 100), 10).any()
+    cover = resample_cover(mask, 10)
+    assert cover[3, 1:9].all() and cover.sum() == cover[3].sum()
+    small = np.zeros((4, 4), bool)
+    small[1, 1] = True
+    assert resample_cover(small, 16)[4:8, 4:8].all()  # enlarging keeps the pixel's whole cell

@@ -6,7 +6,7 @@ import torch
 from amodalize.config import load_config
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.errors import InputError
-from amodalize.train.loop import lr_factor, train, weighted_cross_entropy
+from amodalize.train.loop import batches, lr_factor, train, weighted_cross_entropy
 from tests.conftest import invoke, torchrun
 
 TINY = [
@@ -118,3 +118,20 @@ def test_torchrun_two_processes_then_resume_in_one(tmp_path, synth_data):
     assert ckpt["step"] == 3 and not any(k.startswith("module.") for k in ckpt["model"])
     train(tiny(5), [synth_data], run, device="cpu", resume=True)
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 5
+
+
+class _BadImages(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, k):
+        raise InputError(f"images/{k}.png", "cannot be read as an image")
+
+
+def test_an_input_error_in_a_worker_comes_back_as_one_line():
+    loader = torch.utils.data.DataLoader(_BadImages(), num_workers=1)
+    with pytest.raises(InputError) as caught:
+        list(batches(loader))
+    assert str(caught.value) == "images/0.png: cannot be read as an image"
+    plain = torch.utils.data.DataLoader(list(range(3)), batch_size=2)
+    assert [b.tolist() for b in batches(plain)] == [[0, 1], [2]]

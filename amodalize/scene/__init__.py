@@ -1,0 +1,1 @@
+"""Scene de-occlusion (layers) and recomposition."""

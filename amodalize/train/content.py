@@ -1,0 +1,298 @@
+"""PCNet-C training: the partial-completion recipe on image crops, L1 + adversarial (+ perceptual,
+style with local VGG16 weights) losses, the generator updated first, then the discriminator.
+
+Checkpoints, resume, progress callbacks, logging and torchrun behave as in PCNet-M training
+(``train/loop.py``, whose helpers this module uses).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from amodalize.config import ContentConfig, LossConfig, to_dict
+from amodalize.data.formats import read_dataset
+from amodalize.data.images import ImageCache, check_images
+from amodalize.errors import InputError
+from amodalize.infer.batcher import Painter
+from amodalize.models.pcnet_c import (
+    PatchDiscriminator,
+    VGG16Features,
+    build_generator,
+    load_vgg16,
+    pack_content_input,
+)
+from amodalize.train.loop import (
+    CHECKPOINT,
+    atomic_save,
+    batches,
+    begin_log,
+    check_resumable,
+    log_record,
+    lr_factor,
+    optimise,
+    rank_loader,
+    start_run,
+)
+from amodalize.train.partial import PartialCompletionSet, build_bank, split_instances, validation_samples
+
+
+def gram(f: torch.Tensor) -> torch.Tensor:
+    """Gram matrices ``[B, C, C]`` of features ``[B, C, H, W]``, divided by C*H*W."""
+    b, c, h, w = f.shape
+    flat = f.reshape(b, c, h * w)
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+def generator_losses(
+    out: torch.Tensor,
+    image: torch.Tensor,
+    valid: torch.Tensor,
+    fake_logits: torch.Tensor,
+    weights: LossConfig,
+    vgg: VGG16Features | None = None,
+) -> dict[str, torch.Tensor]:
+    """The weighted generator loss terms and their ``total`` (reference protocol §5).
+
+    out, image: generator output and target, normalised ``[B, 3, S, S]``; valid: ``[B, 1, S, S]``
+    (0 in the hole); fake_logits: the discriminator on the output. Perceptual and style terms are
+    computed only with ``vgg``.
+    """
+    out, fake_logits = out.float(), fake_logits.float()
+    hole = 1 - valid
+    comp = valid * image + hole * out
+    terms = {
+        "hole": weights.hole * F.l1_loss(hole * out, hole * image),
+        "valid": weights.valid * F.l1_loss(valid * out, valid * image),
+        "adversarial": weights.adversarial
+        * F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits)),
+    }
+    ring = F.max_pool2d(hole, 3, 1, 1)  # the hole grown by one pixel (PConv's TV region)
+    dx = (comp[..., :, 1:] - comp[..., :, :-1]).abs() * ring[..., :, 1:]
+    dy = (comp[..., 1:, :] - comp[..., :-1, :]).abs() * ring[..., 1:, :]
+    terms["tv"] = weights.tv * (dx.mean() + dy.mean())
+    if vgg is not None:
+        target = vgg(image)
+        perceptual = style = 0.0
+        for produced in (vgg(out), vgg(comp)):
+            for p, t in zip(produced, target):
+                perceptual = perceptual + F.l1_loss(p, t)
+                style = style + F.l1_loss(gram(p), gram(t))
+        terms["perceptual"] = weights.perceptual * perceptual
+        terms["style"] = weights.style * style
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating GAN loss of the discriminator: (BCE(real, 1) + BCE(fake, 0)) / 2."""
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return (real + fake) / 2
+
+
+def paint(generator: torch.nn.Module, batch: dict, device: torch.device) -> np.ndarray:
+    """Composite RGB uint8 ``[B, S, S, 3]`` of a sample batch: the input outside the hole, PCNet-C inside."""
+    was_training = generator.training
+    painter = Painter(generator, device=device, batch_size=64)
+    rgb = np.ascontiguousarray(batch["rgb"].permute(0, 2, 3, 1).numpy())
+    out = painter(rgb, batch["hole"].numpy(), batch["modal"].numpy(), batch["category"].numpy())
+    generator.train(was_training)
+    return out
+
+
+def baseline_fills(batch: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The two model-free fills of each hole, RGB uint8 ``[B, S, S, 3]``: the mean colour of the
+    object's visible pixels (of the whole valid crop when none is visible), and OpenCV's Telea
+    inpainting (radius 3)."""
+    rgb = batch["rgb"].permute(0, 2, 3, 1).numpy()
+    holes, modal = batch["hole"].numpy().astype(bool), batch["modal"].numpy().astype(bool)
+    mean_fill, inpainted = rgb.copy(), rgb.copy()
+    for k in range(len(rgb)):
+        source = modal[k] if modal[k].any() else ~holes[k]
+        mean_fill[k][holes[k]] = rgb[k][source].mean(axis=0).round().astype(np.uint8)
+        blanked = np.where(holes[k][..., None], 0, rgb[k]).astype(np.uint8)
+        inpainted[k] = cv2.inpaint(blanked, holes[k].astype(np.uint8), 3, cv2.INPAINT_TELEA)
+    return mean_fill, inpainted
+
+
+def validate_content(generator: torch.nn.Module, batch: dict, device: torch.device) -> dict:
+    """Mean absolute error inside the holes, in 0-255 RGB units pooled over pixels and channels:
+    ``hole_l1`` (PCNet-C), ``mean_fill_l1`` and ``inpaint_l1`` (the two model-free fills)."""
+    truth = batch["rgb"].permute(0, 2, 3, 1).numpy().astype(np.float32)
+    hole = batch["hole"].numpy().astype(bool)
+    mean_fill, inpainted = baseline_fills(batch)
+
+    def l1(filled: np.ndarray) -> float:
+        return float(np.abs(filled.astype(np.float32) - truth)[hole].mean()) if hole.any() else 0.0
+
+    return {
+        "hole_l1": l1(paint(generator, batch, device)),
+        "mean_fill_l1": l1(mean_fill),
+        "inpaint_l1": l1(inpainted),
+        "hole_pixels": int(hole.sum()),
+    }
+
+
+def save_content_grid(path: Path, batch: dict, painted: np.ndarray, n: int = 8) -> None:
+    """PNG grid, one row per sample: input with the hole blanked | hole | PCNet-C | truth."""
+    rows = []
+    for k in range(min(n, len(painted))):
+        truth = batch["rgb"][k].permute(1, 2, 0).numpy()
+        hole = batch["hole"][k].numpy().astype(bool)
+        tiles = [np.where(hole[..., None], 0, truth), np.repeat(hole[..., None] * 255, 3, axis=2), painted[k], truth]
+        rows.append(np.concatenate([np.pad(t.astype(np.uint8), ((2, 2), (2, 2), (0, 0)), constant_values=128)
+                                    for t in tiles], axis=1))
+    cv2.imwrite(str(path), np.concatenate(rows, axis=0)[..., ::-1])
+
+
+def build_networks(cfg: ContentConfig) -> tuple[torch.nn.Module, PatchDiscriminator]:
+    """Generator and discriminator of ``cfg``, initialised with ``cfg.run.seed``."""
+    torch.manual_seed(cfg.run.seed)
+    return build_generator(to_dict(cfg)["model"]), PatchDiscriminator(4, base=cfg.model.disc_base)
+
+
+def train_content(
+    cfg: ContentConfig,
+    data_paths: list[Path],
+    images_dir: Path,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    device: str = "auto",
+    perceptual_weights: Path | None = None,
+    on_step: Callable[[dict], None] | None = None,
+    on_ready: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train PCNet-C on the instances of ``data_paths`` with images from ``images_dir``; returns the
+    last validation metrics (see ``validate_content``). Callbacks as in ``loop.train``."""
+    dev, rank, world = start_run(run_dir, resume, device, cfg.optim.batch_size, cfg.run.threads)
+    ckpt_path = run_dir / CHECKPOINT
+    datasets = [read_dataset(p) for p in data_paths]
+    for ds in datasets:
+        check_images(ds.images, images_dir)
+    vgg = load_vgg16(perceptual_weights).to(dev) if perceptual_weights else None
+    bank = build_bank(datasets, workers=-1)
+    train_ids, val_ids = split_instances(bank, cfg.data, cfg.run.seed)
+    generator, discriminator = build_networks(cfg)
+    generator, discriminator = generator.to(dev), discriminator.to(dev)
+    betas = tuple(cfg.optim.betas)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.d_lr, betas=betas)
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda s: lr_factor(cfg, s))
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lambda s: lr_factor(cfg, s))
+    start = 0
+    if resume:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ckpt.get("kind") != "pcnet-c":
+            raise InputError(ckpt_path, "is not a PCNet-C checkpoint; resume it without --model pcnet-c")
+        check_resumable(ckpt, cfg, bank.fingerprint, ckpt_path)
+        generator.load_state_dict(ckpt["generator"])
+        discriminator.load_state_dict(ckpt["discriminator"])
+        for obj, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g"), (sched_d, "sched_d")):
+            obj.load_state_dict(ckpt[key])
+        start = ckpt["step"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+    cuda = dev.type == "cuda"
+    if world > 1:
+        ids = [dev.index] if cuda else None
+        net_g = torch.nn.parallel.DistributedDataParallel(generator, device_ids=ids)
+        net_d = torch.nn.parallel.DistributedDataParallel(discriminator, device_ids=ids)
+    else:
+        net_g, net_d = generator, discriminator
+
+    writer = rank == 0
+    if writer:
+        begin_log(run_dir, cfg, start)
+
+    def checkpoint(step: int) -> None:
+        if writer:
+            atomic_save(
+                {
+                    "kind": "pcnet-c",
+                    "generator": generator.state_dict(),
+                    "discriminator": discriminator.state_dict(),
+                    "opt_g": opt_g.state_dict(),
+                    "opt_d": opt_d.state_dict(),
+                    "sched_g": sched_g.state_dict(),
+                    "sched_d": sched_d.state_dict(),
+                    "step": step,
+                    "config": to_dict(cfg),
+                    "data_fingerprint": bank.fingerprint,
+                    "perceptual": vgg is not None,
+                    "rng": {"torch": torch.get_rng_state()},
+                },
+                ckpt_path,
+            )
+
+    images = ImageCache(images_dir)
+    data = PartialCompletionSet(bank, train_ids, train_ids, cfg.data, cfg.run.seed, images=images)
+    loader = rank_loader(data, cfg, start, rank, world, pin=cuda)
+    val_batch = validation_samples(bank, val_ids, train_ids, cfg.data, cfg.run.seed, cfg.run.val_samples, images)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.run.amp else nullcontext()
+    if on_ready:
+        on_ready({"start": start, "iters": cfg.optim.iters, "instances": len(bank), "val_instances": len(val_ids)})
+
+    metrics: dict = {}
+    step = start
+    net_g.train()
+    net_d.train()
+    tick = time.perf_counter()
+    hint = "lower optim.lr / optim.d_lr"
+    try:
+        for batch in batches(loader):
+            x, valid, image = (
+                t.to(dev, non_blocking=True)
+                for t in pack_content_input(batch["rgb"], batch["hole"], batch["modal"], batch["category"])
+            )
+            modal = x[:, 3:]  # the erased modal channel, the discriminator's condition
+            with autocast:
+                out = net_g(x, valid)
+                fake_logits = net_d(torch.cat([out, modal], dim=1))
+            terms = generator_losses(out, image, valid, fake_logits, cfg.loss, vgg)
+            optimise(terms["total"], opt_g, sched_g, step, hint)
+            with autocast:
+                pair = torch.cat([torch.cat([image, modal], 1), torch.cat([out.detach(), modal], 1)])
+                logits = net_d(pair)
+            d_loss = discriminator_loss(*logits.chunk(2))
+            optimise(d_loss, opt_d, sched_d, step, hint)
+            step += 1
+            now = time.perf_counter()
+            record = {
+                "step": step,
+                "loss": terms["total"].item(),
+                **{f"loss_{k}": v.item() for k, v in terms.items() if k != "total"},
+                "d_loss": d_loss.item(),
+                "lr": opt_g.param_groups[0]["lr"],
+                "samples_per_s": cfg.optim.batch_size / max(now - tick, 1e-9),
+            }
+            tick = now
+            if writer and (step % cfg.run.log_every == 0 or step == cfg.optim.iters):
+                log_record(run_dir, record)
+            if cfg.run.val_every and step % cfg.run.val_every == 0 and step < cfg.optim.iters:
+                metrics = validate_content(generator, val_batch, dev)
+                if writer:
+                    log_record(run_dir, {"step": step, "val": metrics})
+            if step % cfg.run.checkpoint_every == 0:
+                checkpoint(step)
+            if on_step:
+                on_step(record)
+    except KeyboardInterrupt:
+        checkpoint(step)
+        raise
+    checkpoint(step)
+    metrics = validate_content(generator, val_batch, dev)
+    if writer:
+        log_record(run_dir, {"step": step, "val": metrics})
+        save_content_grid(run_dir / "val_grid.png", val_batch, paint(generator, val_batch, dev))
+    if world > 1:
+        torch.distributed.barrier()
+    return metrics
