@@ -66,6 +66,15 @@ def cli() -> None:
     """
 
 
+ORDER_TH_OPTION = click.option(
+    "--order-th", type=float, default=0.1, help="PCNet-M foreground threshold for ordering."
+)
+AMODAL_TH_OPTION = click.option(
+    "--amodal-th", type=float, default=0.2, help="PCNet-M foreground threshold for completion."
+)
+DEVICE_OPTION = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA when available."
+)
 FORMAT_OPTION = click.option(
     "--format",
     "fmt",
@@ -104,8 +113,8 @@ FORMAT_OPTION = click.option(
     default="smaller",
     help="With --order area: which mask is in front (COCOA: smaller, KINS: larger).",
 )
-@click.option("--order-th", type=float, default=0.1, help="PCNet-M foreground threshold for ordering.")
-@click.option("--amodal-th", type=float, default=0.2, help="PCNet-M foreground threshold for completion.")
+@ORDER_TH_OPTION
+@AMODAL_TH_OPTION
 @click.option(
     "--amodal",
     "amodal_mode",
@@ -400,7 +409,7 @@ def visualize(ann_json: Path, out_dir: Path, image_ids: str | None, images_dir: 
 )
 @click.option("--iters", type=click.IntRange(min=1), default=None, help="Override optim.iters.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override optim.batch_size (global).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA when available.")
+@DEVICE_OPTION
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in --out exactly where it stopped.")
 @click.option(
     "--set",
@@ -524,8 +533,8 @@ def _ids(text: str | None, option: str) -> list[int] | None:
     "(an `amodalize convert` output or amodal ground truth).",
 )
 @click.option("--images", "image_ids", default=None, help="Comma-separated image ids (default: all).")
-@click.option("--order-th", type=float, default=0.1, help="PCNet-M foreground threshold for ordering.")
-@click.option("--amodal-th", type=float, default=0.2, help="PCNet-M foreground threshold for completion.")
+@ORDER_TH_OPTION
+@AMODAL_TH_OPTION
 @click.option(
     "--hole-dilate",
     type=click.IntRange(min=0),
@@ -551,7 +560,7 @@ def _ids(text: str | None, option: str) -> list[int] | None:
     help="Paint the background on the whole image at this many times the PCNet-C input size.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="PCNet-C crops per forward.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA when available.")
+@DEVICE_OPTION
 @FORMAT_OPTION
 def deocclude(
     ann_json: Path,
@@ -695,9 +704,7 @@ def _maskrcnn_options(f: Callable) -> Callable:
             "--image-size", type=click.IntRange(min=0), default=0, help="Resize side (0: the data's native size)."
         ),
         click.option("--seed", type=int, default=0, help="Seeds initialisation and image order."),
-        click.option(
-            "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA when available."
-        ),
+        DEVICE_OPTION,
         click.option(
             "--images-dir",
             type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -784,7 +791,7 @@ def _ap_table(rows: list[dict], title: str) -> Table:
     required=True,
     help="Folder of the GT images.",
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA when available.")
+@DEVICE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of a table.")
 def maskrcnn_evaluate(run_dir: Path, gt_json: Path, images_dir: Path, device: str, as_json: bool) -> None:
     """Amodal mask AP (COCOeval segm) of the model in RUN_DIR against GT_JSON's amodal masks."""

@@ -31,6 +31,7 @@ from amodalize.models.pcnet_c import (
 )
 from amodalize.train.loop import (
     CHECKPOINT,
+    after_step,
     atomic_save,
     batches,
     begin_log,
@@ -241,7 +242,9 @@ def train_content(
     if on_ready:
         on_ready({"start": start, "iters": cfg.optim.iters, "instances": len(bank), "val_instances": len(val_ids)})
 
-    metrics: dict = {}
+    def validate_now() -> dict:
+        return validate_content(generator, val_batch, dev)
+
     step = start
     net_g.train()
     net_d.train()
@@ -275,14 +278,7 @@ def train_content(
                 "samples_per_s": cfg.optim.batch_size / max(now - tick, 1e-9),
             }
             tick = now
-            if writer and (step % cfg.run.log_every == 0 or step == cfg.optim.iters):
-                log_record(run_dir, record)
-            if cfg.run.val_every and step % cfg.run.val_every == 0 and step < cfg.optim.iters:
-                metrics = validate_content(generator, val_batch, dev)
-                if writer:
-                    log_record(run_dir, {"step": step, "val": metrics})
-            if step % cfg.run.checkpoint_every == 0:
-                checkpoint(step)
+            after_step(step, record, cfg, run_dir, writer, validate_now, checkpoint)
             if on_step:
                 on_step(record)
     except KeyboardInterrupt:

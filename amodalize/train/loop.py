@@ -234,6 +234,29 @@ def batches(loader: torch.utils.data.DataLoader) -> Iterator:
         yield batch
 
 
+def after_step(
+    step: int,
+    record: dict,
+    cfg: AnyConfig,
+    run_dir: Path,
+    writer: bool,
+    validate_now: Callable[[], dict],
+    checkpoint: Callable[[int], None],
+) -> dict | None:
+    """Log, validate and checkpoint after ``step`` as ``cfg.run`` asks (only ``writer`` writes
+    files); returns the validation metrics when it validated."""
+    if writer and (step % cfg.run.log_every == 0 or step == cfg.optim.iters):
+        log_record(run_dir, record)
+    metrics = None
+    if cfg.run.val_every and step % cfg.run.val_every == 0 and step < cfg.optim.iters:
+        metrics = validate_now()
+        if writer:
+            log_record(run_dir, {"step": step, "val": metrics})
+    if step % cfg.run.checkpoint_every == 0:
+        checkpoint(step)
+    return metrics
+
+
 def begin_log(run_dir: Path, cfg: AnyConfig, start: int) -> None:
     """Create the run directory, record the config beside the results and drop log lines past ``start``."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -310,7 +333,6 @@ def train(
     if on_ready:
         on_ready({"start": start, "iters": cfg.optim.iters, "instances": len(bank), "val_instances": len(val_ids)})
 
-    metrics: dict = {}
     step = start
     net.train()
     tick = time.perf_counter()
@@ -333,14 +355,7 @@ def train(
                 "samples_per_s": cfg.optim.batch_size / max(now - tick, 1e-9),
             }
             tick = now
-            if writer and (step % cfg.run.log_every == 0 or step == cfg.optim.iters):
-                log_record(run_dir, record)
-            if cfg.run.val_every and step % cfg.run.val_every == 0 and step < cfg.optim.iters:
-                metrics = validate(model, val_batch, dev)
-                if writer:
-                    log_record(run_dir, {"step": step, "val": metrics})
-            if step % cfg.run.checkpoint_every == 0:
-                checkpoint(step)
+            after_step(step, record, cfg, run_dir, writer, lambda: validate(model, val_batch, dev), checkpoint)
             if on_step:
                 on_step(record)
     except KeyboardInterrupt:
