@@ -47,12 +47,14 @@ $(DEMO)/run-c/.done: $(DEMO)/synth-train/modal.json
 	  --config configs/pcnet_c/cpu-small.yaml --out $(DEMO)/run-c $$(test -f $(DEMO)/run-c/checkpoint.pt && echo --resume)
 	touch $@
 
-# Scene de-occlusion: PCNet-C quality on held-out scenes (hole L1 vs mean-colour fill and cv2.inpaint),
-# layers of 3 held-out scenes, and a recomposition with two objects deleted beside the modal-only baseline.
+# Scene de-occlusion: PCNet-C quality on held-out scenes (hole L1 vs mean-colour fill and cv2.inpaint,
+# on training-recipe holes and on true hidden parts), layers of 3 held-out scenes, and a recomposition
+# with two objects deleted beside the modal-only baseline.
 demo-scene: install $(DEMO)/run/.done $(DEMO)/run-c/.done
 	$(BIN)/amodalize synth $(DEMO)/synth-test --images 100 --seed 999 --render
 	$(BIN)/python scripts/bench_content.py --checkpoint $(DEMO)/run-c/checkpoint.pt \
 	  --data $(DEMO)/synth-test/modal.json --images-dir $(DEMO)/synth-test/images
+	$(BIN)/python scripts/bench_scene.py --checkpoint-c $(DEMO)/run-c/checkpoint.pt
 	$(BIN)/amodalize deocclude $(DEMO)/synth-test/modal.json $(DEMO)/layers --images-dir $(DEMO)/synth-test/images \
 	  --checkpoint-m $(DEMO)/run/checkpoint.pt --checkpoint-c $(DEMO)/run-c/checkpoint.pt --images 1,2,3 \
 	  --order-th 0.3 --amodal-th 0.35
@@ -86,6 +88,7 @@ lint: install
 bench: install
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_convert.py $$(test -f $(DEMO)/run/checkpoint.pt && echo --checkpoint $(DEMO)/run/checkpoint.pt)
+	test ! -f $(DEMO)/run-c/checkpoint.pt || $(BIN)/python scripts/bench_scene.py --checkpoint-c $(DEMO)/run-c/checkpoint.pt
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
