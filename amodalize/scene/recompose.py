@@ -152,6 +152,9 @@ def recompose(scene: LayeredScene, edits: Edits) -> np.ndarray:
     unknown = sorted(edits.ids() - known)
     if unknown:
         raise InputError(scene.folder, f"has no object {unknown[0]} (objects: {', '.join(map(str, sorted(known)))})")
+    moved = {*(i for pair in edits.swap for i in pair), *edits.to_front, *edits.shift} & set(edits.delete)
+    if moved:
+        raise InputError(scene.folder, f"object {min(moved)} is deleted, so it cannot also be moved or reordered")
     order = [i for i in scene.doc["paint_order"] if i in known]
     return compose(scene.background, scene.layers, edited_order(order, edits), edits.shift)
 

@@ -112,6 +112,8 @@ def test_layers_from_ground_truth_masks_and_recompose(tmp_path, cocoa_demo, mode
     assert np.array_equal(cv2.imread(str(cv / str(image.id) / "background.png"))[..., ::-1], expected)
     assert hole.mean() > 0.3  # COCOA regions cover much of the image
 
+    both = invoke(["recompose", out, "--delete", front, "--swap", f"{front},{doc['paint_order'][0]}", "-o", edited], 2)
+    assert "cannot also be moved" in both.stderr
     assert "no object 999" in invoke(["recompose", out, "--delete", 999, "-o", tmp_path / "x.png"], 2).stderr
     bad = invoke(["recompose", out, "--shift", "3:ten", "-o", tmp_path / "x.png"], 2)
     assert "--shift" in bad.stderr and not (tmp_path / "x.png").exists()
