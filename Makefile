@@ -41,7 +41,7 @@ $(DEMO)/run/.done: $(DEMO)/synth-train/modal.json
 	  --out $(DEMO)/run $$(test -f $(DEMO)/run/checkpoint.pt && echo --resume)
 	touch $@
 
-# PCNet-C cpu-small on the rendered training scenes (~20 min on 2 cores).
+# PCNet-C cpu-small on the rendered training scenes (~12 min on 2 cores).
 $(DEMO)/run-c/.done: $(DEMO)/synth-train/modal.json
 	$(BIN)/amodalize train --model pcnet-c $(DEMO)/synth-train/modal.json --images-dir $(DEMO)/synth-train/images \
 	  --config configs/pcnet_c/cpu-small.yaml --out $(DEMO)/run-c $$(test -f $(DEMO)/run-c/checkpoint.pt && echo --resume)
