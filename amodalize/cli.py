@@ -560,6 +560,14 @@ def _ids(text: str | None, option: str) -> list[int] | None:
     help="Paint the background on the whole image at this many times the PCNet-C input size.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="PCNet-C crops per forward.")
+@click.option(
+    "--shard",
+    type=str,
+    default=None,
+    metavar="K/N",
+    help="Only images K, K+N, ... (one folder per image, so shards can share OUT_DIR); under torchrun each "
+    "process takes its own shard.",
+)
 @DEVICE_OPTION
 @FORMAT_OPTION
 def deocclude(
@@ -572,6 +580,7 @@ def deocclude(
     order_th: float,
     amodal_th: float,
     fmt: str | None,
+    shard: str | None,
     **options: object,
 ) -> None:
     """Take each image of ANN_JSON apart into intact objects and a background, in OUT_DIR.
@@ -582,8 +591,16 @@ def deocclude(
 
     \b
         amodalize deocclude val.json layers/ --images-dir val2014/ --checkpoint-m m.pt --checkpoint-c c.pt
+
+    \b
+        torchrun --nproc_per_node 4 -m amodalize deocclude val.json layers/ --images-dir val2014/ ...
     """
+    import os
+
     from amodalize.scene.deocclude import deocclude_file
+
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    parts = _parse_shard(shard) if shard is not None else (rank, world) if world > 1 else None
 
     with progress_bar() as bar:
         task = bar.add_task("de-occluding images", total=None, visible=False)
@@ -595,6 +612,7 @@ def deocclude(
             checkpoint_m=checkpoint_m,
             fmt=fmt,
             image_ids=_ids(image_ids, "--images"),
+            shard=parts,
             convert_settings={"order_th": order_th, "amodal_th": amodal_th},
             on_start=lambda n, done: bar.update(task, total=n, completed=done, visible=True),
             on_progress=lambda n: bar.advance(task, n),

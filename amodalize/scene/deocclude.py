@@ -170,6 +170,7 @@ def deocclude_file(
     checkpoint_m: Path | None = None,
     fmt: str | None = None,
     image_ids: list[int] | None = None,
+    shard: tuple[int, int] | None = None,
     device: str = "auto",
     batch_size: int | None = None,
     chunk_size: int = 8,
@@ -178,7 +179,8 @@ def deocclude_file(
     on_progress: Callable[[int], None] | None = None,
     **settings: object,
 ) -> dict:
-    """De-occlude the images of ``ann_json`` into ``out_dir``; ``settings`` are SceneOptions fields,
+    """De-occlude the images of ``ann_json`` (or those of ``image_ids``; with ``shard=(K, N)`` only
+    every N-th of them from the K-th) into ``out_dir``; ``settings`` are SceneOptions fields,
     ``convert_settings`` ConvertOptions fields for PCNet-M. Returns a summary."""
     start = time.perf_counter()
     opts = SceneOptions(**settings)
@@ -187,6 +189,8 @@ def deocclude_file(
     if image_ids is not None and len(images) != len(set(image_ids)):
         missing = sorted(set(image_ids) - {im.id for im in images})
         raise InputError(ann_json, f"has no image with id {missing[0]}")
+    if shard is not None:
+        images = images[shard[0] :: shard[1]]
     if checkpoint_m is None and not dataset.has_amodal:
         raise InputError(ann_json, "has no amodal masks; pass --checkpoint-m to complete them with PCNet-M")
     check_images(images, images_dir)

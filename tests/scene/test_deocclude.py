@@ -9,10 +9,11 @@ import pytest
 
 from amodalize.data.formats import read_dataset
 from amodalize.data.masks import decode_crop
+from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.data.writer import write_json_atomic
 from amodalize.scene.deocclude import objects_from_file
 from amodalize.scene.layers import SceneOptions, background_hole
-from tests.conftest import invoke
+from tests.conftest import invoke, torchrun
 from tests.train.test_content import TINY as TINY_C
 from tests.train.test_loop import TINY as TINY_M
 
@@ -180,3 +181,22 @@ def test_deocclude_errors_are_one_line(tmp_path, cocoa_demo, models):
     )
     assert "image file(s) missing" in missing.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_shards_and_torchrun_write_what_one_run_writes(tmp_path, models):
+    _, ckpt_c = models
+    gt = make_dataset(tmp_path / "synth", 4, 3, SynthOptions(width=96, height=96, render=True))[1]
+    base = ["--images-dir", tmp_path / "synth" / "images", "--checkpoint-c", ckpt_c, "--device", "cpu"]
+    invoke(["deocclude", gt, tmp_path / "one", *base])
+    for k in range(2):
+        result = invoke(["deocclude", gt, tmp_path / "shards", *base, "--shard", f"{k}/2"])
+        assert "2 images (0 already done)" in result.stderr
+    torchrun(["deocclude", gt, tmp_path / "ddp", *base])
+
+    def files(folder):
+        return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.suffix == ".png"}
+
+    one = files(tmp_path / "one")
+    assert len({p.parent for p in one}) == 4
+    assert files(tmp_path / "shards") == one and files(tmp_path / "ddp") == one
+    assert "expected K/N" in invoke(["deocclude", gt, tmp_path / "x", *base, "--shard", "2"], 2).stderr
