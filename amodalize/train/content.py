@@ -7,7 +7,6 @@ Checkpoints, resume, progress callbacks, logging and torchrun behave as in PCNet
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -31,15 +30,13 @@ from amodalize.models.pcnet_c import (
 )
 from amodalize.train.loop import (
     CHECKPOINT,
-    after_step,
     atomic_save,
-    batches,
     begin_log,
     check_resumable,
-    log_record,
     lr_factor,
     optimise,
     rank_loader,
+    run_steps,
     start_run,
 )
 from amodalize.train.partial import PartialCompletionSet, build_bank, split_instances, validation_samples
@@ -125,22 +122,32 @@ def baseline_fills(batch: dict) -> tuple[np.ndarray, np.ndarray]:
     return mean_fill, inpainted
 
 
-def validate_content(generator: torch.nn.Module, batch: dict, device: torch.device) -> dict:
-    """Mean absolute error inside the holes, in 0-255 RGB units pooled over pixels and channels:
-    ``hole_l1`` (PCNet-C), ``mean_fill_l1`` and ``inpaint_l1`` (the two model-free fills)."""
-    truth = batch["rgb"].permute(0, 2, 3, 1).numpy().astype(np.float32)
-    hole = batch["hole"].numpy().astype(bool)
+def fill_errors(batch: dict) -> dict:
+    """``mean_fill_l1`` and ``inpaint_l1``: the mean absolute error inside the holes of the two
+    model-free fills (0-255 RGB, pooled over pixels and channels), and ``hole_pixels``."""
     mean_fill, inpainted = baseline_fills(batch)
-
-    def l1(filled: np.ndarray) -> float:
-        return float(np.abs(filled.astype(np.float32) - truth)[hole].mean()) if hole.any() else 0.0
-
     return {
-        "hole_l1": l1(paint(generator, batch, device)),
-        "mean_fill_l1": l1(mean_fill),
-        "inpaint_l1": l1(inpainted),
-        "hole_pixels": int(hole.sum()),
+        "mean_fill_l1": hole_l1(batch, mean_fill),
+        "inpaint_l1": hole_l1(batch, inpainted),
+        "hole_pixels": int(batch["hole"].sum()),
     }
+
+
+def hole_l1(batch: dict, filled: np.ndarray) -> float:
+    """Mean absolute error of ``filled`` (RGB uint8 ``[B, S, S, 3]``) against the batch's truth inside
+    its holes, 0-255 units pooled over pixels and channels (0 without holes)."""
+    hole = batch["hole"].numpy().astype(bool)
+    if not hole.any():
+        return 0.0
+    truth = batch["rgb"].permute(0, 2, 3, 1).numpy().astype(np.float32)
+    return float(np.abs(filled.astype(np.float32) - truth)[hole].mean())
+
+
+def validate_content(
+    generator: torch.nn.Module, batch: dict, device: torch.device, fills: dict | None = None
+) -> dict:
+    """``hole_l1`` of PCNet-C beside ``fill_errors(batch)`` (pass ``fills`` when already computed)."""
+    return {"hole_l1": hole_l1(batch, paint(generator, batch, device)), **(fills or fill_errors(batch))}
 
 
 def save_content_grid(path: Path, batch: dict, painted: np.ndarray, n: int = 8) -> None:
@@ -242,52 +249,40 @@ def train_content(
     if on_ready:
         on_ready({"start": start, "iters": cfg.optim.iters, "instances": len(bank), "val_instances": len(val_ids)})
 
-    def validate_now() -> dict:
-        return validate_content(generator, val_batch, dev)
+    fills = fill_errors(val_batch)  # the model-free fills of the fixed validation batch never change
 
-    step = start
+    def validate_now() -> dict:
+        return validate_content(generator, val_batch, dev, fills)
+
+    hint = "lower optim.lr / optim.d_lr"
+
+    def step_fn(batch: dict, step: int) -> dict:
+        x, valid, image = (
+            t.to(dev, non_blocking=True)
+            for t in pack_content_input(batch["rgb"], batch["hole"], batch["modal"], batch["category"])
+        )
+        modal = x[:, 3:]  # the erased modal channel, the discriminator's condition
+        with autocast:
+            out = net_g(x, valid)
+            fake_logits = net_d(torch.cat([out, modal], dim=1))
+        terms = generator_losses(out, image, valid, fake_logits, cfg.loss, vgg)
+        optimise(terms["total"], opt_g, sched_g, step, hint)
+        with autocast:
+            pair = torch.cat([torch.cat([image, modal], 1), torch.cat([out.detach(), modal], 1)])
+            logits = net_d(pair)
+        d_loss = discriminator_loss(*logits.chunk(2))
+        optimise(d_loss, opt_d, sched_d, step, hint)
+        return {
+            "loss": terms["total"].item(),
+            **{f"loss_{k}": v.item() for k, v in terms.items() if k != "total"},
+            "d_loss": d_loss.item(),
+            "lr": opt_g.param_groups[0]["lr"],
+        }
+
     net_g.train()
     net_d.train()
-    tick = time.perf_counter()
-    hint = "lower optim.lr / optim.d_lr"
-    try:
-        for batch in batches(loader):
-            x, valid, image = (
-                t.to(dev, non_blocking=True)
-                for t in pack_content_input(batch["rgb"], batch["hole"], batch["modal"], batch["category"])
-            )
-            modal = x[:, 3:]  # the erased modal channel, the discriminator's condition
-            with autocast:
-                out = net_g(x, valid)
-                fake_logits = net_d(torch.cat([out, modal], dim=1))
-            terms = generator_losses(out, image, valid, fake_logits, cfg.loss, vgg)
-            optimise(terms["total"], opt_g, sched_g, step, hint)
-            with autocast:
-                pair = torch.cat([torch.cat([image, modal], 1), torch.cat([out.detach(), modal], 1)])
-                logits = net_d(pair)
-            d_loss = discriminator_loss(*logits.chunk(2))
-            optimise(d_loss, opt_d, sched_d, step, hint)
-            step += 1
-            now = time.perf_counter()
-            record = {
-                "step": step,
-                "loss": terms["total"].item(),
-                **{f"loss_{k}": v.item() for k, v in terms.items() if k != "total"},
-                "d_loss": d_loss.item(),
-                "lr": opt_g.param_groups[0]["lr"],
-                "samples_per_s": cfg.optim.batch_size / max(now - tick, 1e-9),
-            }
-            tick = now
-            after_step(step, record, cfg, run_dir, writer, validate_now, checkpoint)
-            if on_step:
-                on_step(record)
-    except KeyboardInterrupt:
-        checkpoint(step)
-        raise
-    checkpoint(step)
-    metrics = validate_content(generator, val_batch, dev)
+    _, metrics = run_steps(loader, start, step_fn, cfg, run_dir, writer, validate_now, checkpoint, on_step)
     if writer:
-        log_record(run_dir, {"step": step, "val": metrics})
         save_content_grid(run_dir / "val_grid.png", val_batch, paint(generator, val_batch, dev))
     if world > 1:
         torch.distributed.barrier()

@@ -234,27 +234,48 @@ def batches(loader: torch.utils.data.DataLoader) -> Iterator:
         yield batch
 
 
-def after_step(
-    step: int,
-    record: dict,
+def run_steps(
+    loader: torch.utils.data.DataLoader,
+    start: int,
+    step_fn: Callable[[dict, int], dict],
     cfg: AnyConfig,
     run_dir: Path,
     writer: bool,
     validate_now: Callable[[], dict],
     checkpoint: Callable[[int], None],
-) -> dict | None:
-    """Log, validate and checkpoint after ``step`` as ``cfg.run`` asks (only ``writer`` writes
-    files); returns the validation metrics when it validated."""
-    if writer and (step % cfg.run.log_every == 0 or step == cfg.optim.iters):
-        log_record(run_dir, record)
-    metrics = None
-    if cfg.run.val_every and step % cfg.run.val_every == 0 and step < cfg.optim.iters:
-        metrics = validate_now()
-        if writer:
-            log_record(run_dir, {"step": step, "val": metrics})
-    if step % cfg.run.checkpoint_every == 0:
+    on_step: Callable[[dict], None] | None = None,
+) -> tuple[int, dict]:
+    """Drive a training run from step ``start``: ``step_fn(batch, step)`` optimises one batch and
+    returns its log fields; after each step the record is logged, validation and checkpoints run as
+    ``cfg.run`` asks (only ``writer`` writes files) and ``on_step(record)`` is called. Ctrl-C saves a
+    checkpoint first. Ends with a checkpoint and a logged validation; returns (last step, metrics)."""
+    step = start
+    tick = time.perf_counter()
+    try:
+        for batch in batches(loader):
+            fields = step_fn(batch, step)
+            step += 1
+            now = time.perf_counter()
+            record = {"step": step, **fields, "samples_per_s": cfg.optim.batch_size / max(now - tick, 1e-9)}
+            tick = now
+            if writer and (step % cfg.run.log_every == 0 or step == cfg.optim.iters):
+                log_record(run_dir, record)
+            if cfg.run.val_every and step % cfg.run.val_every == 0 and step < cfg.optim.iters:
+                metrics = validate_now()
+                if writer:
+                    log_record(run_dir, {"step": step, "val": metrics})
+            if step % cfg.run.checkpoint_every == 0:
+                checkpoint(step)
+            if on_step:
+                on_step(record)
+    except KeyboardInterrupt:
         checkpoint(step)
-    return metrics
+        raise
+    checkpoint(step)
+    metrics = validate_now()
+    if writer:
+        log_record(run_dir, {"step": step, "val": metrics})
+    return step, metrics
 
 
 def begin_log(run_dir: Path, cfg: AnyConfig, start: int) -> None:
@@ -333,38 +354,22 @@ def train(
     if on_ready:
         on_ready({"start": start, "iters": cfg.optim.iters, "instances": len(bank), "val_instances": len(val_ids)})
 
-    step = start
+    def step_fn(batch: dict, step: int) -> dict:
+        x = pack_input(batch["modal"], batch["eraser"], batch["category"]).to(dev, non_blocking=True)
+        if cuda and cfg.run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target, eraser = batch["target"].to(dev), batch["eraser"].to(dev)
+        with autocast:
+            logits = net(x)
+        loss = weighted_cross_entropy(logits, target, eraser, cfg.data.inmask_weight)
+        optimise(loss, optimizer, scheduler, step, "lower optim.lr")
+        return {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]}
+
     net.train()
-    tick = time.perf_counter()
-    try:
-        for batch in batches(loader):
-            x = pack_input(batch["modal"], batch["eraser"], batch["category"]).to(dev, non_blocking=True)
-            if cuda and cfg.run.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            target, eraser = batch["target"].to(dev), batch["eraser"].to(dev)
-            with autocast:
-                logits = net(x)
-            loss = weighted_cross_entropy(logits, target, eraser, cfg.data.inmask_weight)
-            optimise(loss, optimizer, scheduler, step, "lower optim.lr")
-            step += 1
-            now = time.perf_counter()
-            record = {
-                "step": step,
-                "loss": loss.item(),
-                "lr": optimizer.param_groups[0]["lr"],
-                "samples_per_s": cfg.optim.batch_size / max(now - tick, 1e-9),
-            }
-            tick = now
-            after_step(step, record, cfg, run_dir, writer, lambda: validate(model, val_batch, dev), checkpoint)
-            if on_step:
-                on_step(record)
-    except KeyboardInterrupt:
-        checkpoint(step)
-        raise
-    checkpoint(step)
-    metrics = validate(model, val_batch, dev)
+    _, metrics = run_steps(
+        loader, start, step_fn, cfg, run_dir, writer, lambda: validate(model, val_batch, dev), checkpoint, on_step
+    )
     if writer:
-        log_record(run_dir, {"step": step, "val": metrics})
         model.eval()
         with torch.inference_mode():
             x = pack_input(val_batch["modal"][:8], val_batch["eraser"][:8], val_batch["category"][:8]).to(dev)
