@@ -119,6 +119,24 @@ class RunConfig:
     channels_last: bool = True
 
 
+SCHEDULES = ("step", "cosine", "constant")
+
+
+def _check_choices(choices: list[tuple[str, str, tuple[str, ...]]]) -> None:
+    """Raise ValueError for the first ``(name, value, allowed)`` whose value is not allowed."""
+    for name, value, allowed in choices:
+        if value not in allowed:
+            raise ValueError(f"{name} is {value!r}; choose from {', '.join(allowed)}")
+
+
+def _check_lengths(iters: int, batch_size: int, val_fraction: float) -> None:
+    """Raise ValueError unless the run has steps and samples and a proper validation share."""
+    if iters <= 0 or batch_size <= 0:
+        raise ValueError("optim.iters and optim.batch_size must be positive")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"data.val_fraction must lie in (0, 1), got {val_fraction}")
+
+
 @dataclass
 class TrainConfig:
     """A full PCNet-M training configuration (sections: model, data, optim, run)."""
@@ -131,20 +149,16 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first impossible setting."""
         o, d = self.optim, self.data
-        choices = [
-            ("optim.optimizer", o.optimizer, ("sgd", "adam")),
-            ("optim.schedule", o.schedule, ("step", "cosine", "constant")),
-            ("model.init", self.model.init, ("xavier", "default")),
-        ]
-        for name, value, allowed in choices:
-            if value not in allowed:
-                raise ValueError(f"{name} is {value!r}; choose from {', '.join(allowed)}")
+        _check_choices(
+            [
+                ("optim.optimizer", o.optimizer, ("sgd", "adam")),
+                ("optim.schedule", o.schedule, SCHEDULES),
+                ("model.init", self.model.init, ("xavier", "default")),
+            ]
+        )
         if d.input_size % 16:
             raise ValueError(f"data.input_size must be a multiple of 16, got {d.input_size}")
-        if o.iters <= 0 or o.batch_size <= 0:
-            raise ValueError("optim.iters and optim.batch_size must be positive")
-        if not 0 < d.val_fraction < 1:
-            raise ValueError(f"data.val_fraction must lie in (0, 1), got {d.val_fraction}")
+        _check_lengths(o.iters, o.batch_size, d.val_fraction)
 
 
 @dataclass
@@ -221,16 +235,12 @@ class ContentConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first impossible setting."""
         o, d, m = self.optim, self.data, self.model
-        if o.schedule not in ("step", "cosine", "constant"):
-            raise ValueError(f"optim.schedule is {o.schedule!r}; choose from step, cosine, constant")
+        _check_choices([("optim.schedule", o.schedule, SCHEDULES)])
         if d.input_size % 2**m.depth:
             raise ValueError(f"data.input_size {d.input_size} must be a multiple of 2**model.depth = {2**m.depth}")
-        if o.iters <= 0 or o.batch_size <= 0:
-            raise ValueError("optim.iters and optim.batch_size must be positive")
         if len(o.betas) != 2:
             raise ValueError(f"optim.betas must hold two numbers, got {o.betas}")
-        if not 0 < d.val_fraction < 1:
-            raise ValueError(f"data.val_fraction must lie in (0, 1), got {d.val_fraction}")
+        _check_lengths(o.iters, o.batch_size, d.val_fraction)
 
 
 AnyConfig = TrainConfig | ContentConfig

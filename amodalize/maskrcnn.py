@@ -21,7 +21,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from amodalize.data.formats import read_dataset
-from amodalize.data.images import check_images, read_image
+from amodalize.data.images import check_images, read_rgb
 from amodalize.data.masks import decode_crop, rle_area, rle_bbox
 from amodalize.data.records import Dataset
 from amodalize.errors import AmodalizeError, InputError
@@ -135,8 +135,7 @@ class DetectionSet(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, dict]:
         image = self.dataset.images[k]
-        pixels = read_image(self.images_dir / image.file_name)
-        tensor = torch.from_numpy(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).float() / 255
+        tensor = torch.from_numpy(read_rgb(self.images_dir / image.file_name)).permute(2, 0, 1).float() / 255
         boxes, labels, masks = [], [], []
         for inst in self.dataset.by_image[image.id]:
             rle = inst.amodal if inst.amodal is not None else inst.modal

@@ -24,11 +24,13 @@ import numpy as np
 import torch
 
 from amodalize.data.formats import read_dataset
+from amodalize.data.images import read_rgb
+from amodalize.data.masks import place
 from amodalize.data.synth import SynthOptions, make_dataset, make_scene, render_layers, to_uint8
 from amodalize.infer.batcher import Painter
 from amodalize.models.pcnet_c import load_pcnet_c
 from amodalize.scene.deocclude import objects_from_file, paint_scenes
-from amodalize.scene.layers import SceneOptions, place
+from amodalize.scene.layers import SceneOptions
 from amodalize.scene.recompose import compose
 
 
@@ -51,7 +53,6 @@ def main() -> None:
     args = parser.parse_args()
     generator, size = load_pcnet_c(args.checkpoint_c)
     painter = Painter(generator, device=torch.device(args.device), batch_size=16)
-    multiple = 2 ** len(generator.encoder)
     synth = SynthOptions(render=True)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,8 +60,8 @@ def main() -> None:
         gt = read_dataset(gt_path)
         items = []
         for image in gt.images:
-            rgb = cv2.imread(str(Path(tmp) / "images" / image.file_name))[..., ::-1]
-            items.append((image, np.ascontiguousarray(rgb), objects_from_file(gt, image)))
+            rgb = read_rgb(Path(tmp) / "images" / image.file_name)
+            items.append((image, rgb, objects_from_file(gt, image)))
 
     errors: dict[str, list[float]] = {}
 
@@ -72,10 +73,9 @@ def main() -> None:
     runs = [("pcnet-c", scale) for scale in args.background_scale] + [("opencv", 1.0)]
     for painter_name, scale in runs:
         name = f"pcnet_c_scale_{scale}" if painter_name == "pcnet-c" else "opencv"
-        background_size = max(multiple, round(size * scale / multiple) * multiple)
         opts = SceneOptions(hole_dilate=args.hole_dilate, background=painter_name, background_scale=scale)
         start = time.perf_counter()
-        scenes = paint_scenes(items, painter, size, background_size, opts)
+        scenes = paint_scenes(items, painter, size, opts)
         timing[f"images_per_s_background_{name}"] = len(items) / (time.perf_counter() - start)
         for k, (scene, (_, rgb, objects)) in enumerate(zip(scenes, items)):
             amodals, background, textures = truth(args.seed, k, synth)

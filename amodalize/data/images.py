@@ -35,6 +35,11 @@ def read_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     return pixels
 
 
+def read_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``read_image`` in RGB order, contiguous ``[H, W, 3]`` uint8."""
+    return np.ascontiguousarray(read_image(path, size)[..., ::-1])
+
+
 class ImageCache:
     """Recently read images of one folder, at most ``capacity`` kept (one cache per process)."""
 

@@ -44,16 +44,20 @@ class Crop:
 
     def within(self, window: Window) -> np.ndarray:
         """This mask as a bool array of ``window``'s shape (zeros where the crop does not reach)."""
-        x0, y0, x1, y1 = window
-        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-        ix0, iy0 = max(x0, self.x0), max(y0, self.y0)
-        cx1, cy1 = self.window[2], self.window[3]
-        ix1, iy1 = min(x1, cx1), min(y1, cy1)
-        if ix1 > ix0 and iy1 > iy0:
-            out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = self.mask[
-                iy0 - self.y0 : iy1 - self.y0, ix0 - self.x0 : ix1 - self.x0
-            ]
-        return out
+        return place(self.mask, self.window, window)
+
+
+def place(src: np.ndarray, src_window: Window, dst_window: Window) -> np.ndarray:
+    """``src`` (an array covering ``src_window``) as an array covering ``dst_window``, zero where
+    the two windows do not overlap; extra trailing axes (colour) are kept."""
+    out = np.zeros((dst_window[3] - dst_window[1], dst_window[2] - dst_window[0], *src.shape[2:]), src.dtype)
+    x0, y0 = max(src_window[0], dst_window[0]), max(src_window[1], dst_window[1])
+    x1, y1 = min(src_window[2], dst_window[2]), min(src_window[3], dst_window[3])
+    if x1 > x0 and y1 > y0:
+        out[y0 - dst_window[1] : y1 - dst_window[1], x0 - dst_window[0] : x1 - dst_window[0]] = src[
+            y0 - src_window[1] : y1 - src_window[1], x0 - src_window[0] : x1 - src_window[0]
+        ]
+    return out
 
 
 EMPTY = Crop(np.zeros((0, 0), dtype=bool))

@@ -134,6 +134,11 @@ class PConvUNet(nn.Module):
             for k in range(depth)
         )
 
+    @property
+    def size_multiple(self) -> int:
+        """Input sides must be multiples of this (each level halves them)."""
+        return 2 ** len(self.encoder)
+
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         skips = [(x, valid)]
         h = (x, valid)

@@ -25,7 +25,7 @@ from amodalize import __version__
 from amodalize.convert import ConvertOptions, convert_dataset
 from amodalize.data.formats import read_dataset
 from amodalize.data.formats.common import load_json
-from amodalize.data.images import check_images, read_image
+from amodalize.data.images import check_images, read_rgb
 from amodalize.data.masks import EMPTY, decode_crop, encode_crop
 from amodalize.data.records import Dataset, ImageRecord
 from amodalize.data.writer import write_json_atomic
@@ -134,12 +134,11 @@ def paint_scenes(
     items: list[tuple[ImageRecord, np.ndarray, list[SceneObject]]],
     painter: Painter,
     size: int,
-    background_size: int,
     opts: SceneOptions,
 ) -> list[Scene]:
-    """Paint the objects (in ``size`` crops) and backgrounds (PCNet-C: whole images at
-    ``background_size``; or OpenCV) of several RGB images; the objects of all images share
-    batches, as do the backgrounds."""
+    """Paint the objects (in ``size`` crops, the model's input size) and backgrounds (PCNet-C:
+    whole images at ``opts.background_scale`` x ``size``; or OpenCV) of several RGB images; the
+    objects of all images share batches, as do the backgrounds."""
     per_image = [object_queries(rgb, objects, size, opts) for _, rgb, objects in items]
     stacked = [np.concatenate([p[k] for p in per_image]) for k in range(1, 5)]
     painted = painter(*stacked) if len(stacked[0]) else stacked[0]
@@ -147,6 +146,8 @@ def paint_scenes(
         holes = [background_hole(rgb, objects, opts).astype(np.uint8) for _, rgb, objects in items]
         filled = [cv2.inpaint(rgb, hole, 5, cv2.INPAINT_TELEA) for (_, rgb, _), hole in zip(items, holes)]
     else:
+        multiple = painter.generator.size_multiple
+        background_size = max(multiple, round(size * opts.background_scale / multiple) * multiple)
         backs = [background_query(rgb, objects, background_size, opts) for _, rgb, objects in items]
         b_rgb, b_hole, b_visible = (np.stack([b[k] for b in backs]) for k in range(3))
         painted_backs = painter(b_rgb, b_hole, b_visible, np.ones(len(items), np.float32))
@@ -197,8 +198,6 @@ def deocclude_file(
     generator, size = load_pcnet_c(checkpoint_c)
     dev = resolve_device(device)
     painter = Painter(generator, device=dev, batch_size=batch_size or default_batch_size(dev, size))
-    multiple = 2 ** len(generator.encoder)  # the generator's inputs must divide evenly down its levels
-    background_size = max(multiple, round(size * opts.background_scale / multiple) * multiple)
     completer, m_info = load_completer(checkpoint_m, device) if checkpoint_m else (None, None)
     m_opts = ConvertOptions(method="pcnet", order="pcnet", **(convert_settings or {}))
     provenance = {
@@ -223,13 +222,13 @@ def deocclude_file(
         results = convert_dataset(dataset, m_opts, block, completer=completer) if completer else None
         items = []
         for image in block:
-            rgb = read_image(images_dir / image.file_name, (image.height, image.width))[..., ::-1]
+            rgb = read_rgb(images_dir / image.file_name, (image.height, image.width))
             if results:
                 objects = objects_from_results(dataset, image, results[image.id])
             else:
                 objects = objects_from_file(dataset, image)
-            items.append((image, np.ascontiguousarray(rgb), [o for o in objects if o.amodal is not EMPTY]))
-        for scene, (image, _, _) in zip(paint_scenes(items, painter, size, background_size, opts), items):
+            items.append((image, rgb, [o for o in objects if o.amodal is not EMPTY]))
+        for scene, (image, _, _) in zip(paint_scenes(items, painter, size, opts), items):
             write_scene(out_dir, scene, images_dir / image.file_name, provenance)
             summary["objects"] += len(scene.layers)
             summary["painted"] += sum(1 for layer in scene.layers.values() if layer.painted)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from amodalize.data.images import crop_image, uncrop_image
-from amodalize.data.masks import EMPTY, Crop, Window, resample, resample_cover, square_window, union_within
+from amodalize.data.masks import EMPTY, Crop, Window, place, resample, resample_cover, square_window, union_within
 from amodalize.data.records import ImageRecord, Instance
 
 CYCLE_RULE = (
@@ -176,19 +176,6 @@ def background_query(
     hole = background_hole(rgb, objects, opts)
     patch_hole = resample_cover(place(hole, (0, 0, w, h), window), size)
     return crop_image(rgb, window, size), patch_hole.astype(np.uint8), (~patch_hole).astype(np.uint8), hole
-
-
-def place(src: np.ndarray, src_window: Window, dst_window: Window) -> np.ndarray:
-    """``src`` (an array covering ``src_window``) as an array covering ``dst_window``, zero where
-    the two windows do not overlap; extra trailing axes (colour) are kept."""
-    out = np.zeros((dst_window[3] - dst_window[1], dst_window[2] - dst_window[0], *src.shape[2:]), src.dtype)
-    x0, y0 = max(src_window[0], dst_window[0]), max(src_window[1], dst_window[1])
-    x1, y1 = min(src_window[2], dst_window[2]), min(src_window[3], dst_window[3])
-    if x1 > x0 and y1 > y0:
-        out[y0 - dst_window[1] : y1 - dst_window[1], x0 - dst_window[0] : x1 - dst_window[0]] = src[
-            y0 - src_window[1] : y1 - src_window[1], x0 - src_window[0] : x1 - src_window[0]
-        ]
-    return out
 
 
 def build_layers(rgb: np.ndarray, scene: Scene, queries: list[_Query], painted: np.ndarray) -> None:

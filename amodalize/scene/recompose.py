@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 
 from amodalize.data.formats.common import load_json
-from amodalize.data.images import read_image
-from amodalize.data.masks import decode_crop
+from amodalize.data.images import read_rgb
+from amodalize.data.masks import decode_crop, place
 from amodalize.errors import InputError
 from amodalize.scene.deocclude import LAYERS
-from amodalize.scene.layers import Layer, place
+from amodalize.scene.layers import Layer
 
 
 @dataclass
@@ -62,10 +62,6 @@ def find_scene(folder: Path, image_id: int | None = None) -> Path:
     raise InputError(folder, f"holds {len(scenes)} de-occluded images; choose one with --image")
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    return np.ascontiguousarray(read_image(path)[..., ::-1])
-
-
 def load_scene(folder: Path) -> LayeredScene:
     """Read a folder written by ``amodalize deocclude``."""
     doc = load_json(folder / LAYERS)
@@ -80,7 +76,7 @@ def load_scene(folder: Path) -> LayeredScene:
         if rgba is None or rgba.ndim != 3 or rgba.shape[2] != 4:
             raise InputError(path, "is missing or not an RGBA PNG")
         layers[obj["id"]] = Layer(cv2.cvtColor(rgba, cv2.COLOR_BGRA2RGBA), obj["box"][0], obj["box"][1])
-    return LayeredScene(folder, doc, _read_rgb(folder / doc["background"]), layers)
+    return LayeredScene(folder, doc, read_rgb(folder / doc["background"]), layers)
 
 
 def edited_order(order: list[int], edits: Edits) -> list[int]:
@@ -161,7 +157,7 @@ def recompose(scene: LayeredScene, edits: Edits) -> np.ndarray:
 
 def original_image(scene: LayeredScene) -> np.ndarray:
     """The image the scene was made from (its path is recorded in ``layers.json``)."""
-    return _read_rgb(Path(scene.doc["image_path"]))
+    return read_rgb(Path(scene.doc["image_path"]))
 
 
 def mean_abs_error(a: np.ndarray, b: np.ndarray) -> float:

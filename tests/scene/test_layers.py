@@ -1,8 +1,8 @@
 import numpy as np
 
 from amodalize.data.images import crop_image, uncrop_image
-from amodalize.data.masks import Crop, encode_crop
-from amodalize.scene.layers import Layer, paint_order, place
+from amodalize.data.masks import Crop, encode_crop, place
+from amodalize.scene.layers import Layer, paint_order
 from amodalize.scene.recompose import Edits, compose, edited_order, modal_baseline
 
 
