@@ -384,9 +384,10 @@ def visualize(ann_json: Path, out_dir: Path, image_ids: str | None, images_dir: 
 @click.option(
     "--config",
     "config_path",
-    type=EXISTING_FILE,
     default=None,
-    help="YAML config (configs/pcnet_m/*.yaml or configs/pcnet_c/*.yaml); defaults: the paper's COCOA settings.",
+    metavar="NAME|PATH",
+    help="A preset (cpu-small, cocoa, kins; pcnet_c/cpu-small, pcnet_c/cocoa) or a YAML file. "
+    "Default: cpu-small on CPU, cocoa (the paper's schedule) on CUDA.",
 )
 @click.option(
     "--images-dir",
@@ -437,18 +438,19 @@ def train(
     --resume continues it. Several GPUs or machines: run under torchrun. Examples:
 
     \b
-        amodalize train demo/synth/modal.json --config configs/pcnet_m/cpu-small.yaml --out runs/small
+        amodalize train demo/synth/modal.json --config cpu-small --out runs/small
 
     \b
         amodalize train --model pcnet-c demo/synth/modal.json --images-dir demo/synth/images \\
-            --config configs/pcnet_c/cpu-small.yaml --out runs/small-c
+            --config pcnet_c/cpu-small --out runs/small-c
 
     \b
-        torchrun --nproc_per_node 4 -m amodalize train train.json --config configs/pcnet_m/cocoa.yaml --out runs/cocoa
+        torchrun --nproc_per_node 4 -m amodalize train train.json --config cocoa --out runs/cocoa
     """
     import os
 
-    from amodalize.config import ContentConfig, TrainConfig, load_config
+    from amodalize.config import ContentConfig, TrainConfig, default_preset, load_config, preset_note
+    from amodalize.train.loop import resolve_device
 
     content = model_kind == "pcnet-c"
     if content and images_dir is None:
@@ -458,8 +460,13 @@ def train(
     extra = [f"optim.iters={iters}"] * (iters is not None) + [f"optim.batch_size={batch_size}"] * (
         batch_size is not None
     )
-    cfg = load_config(config_path, [*overrides, *extra], ContentConfig if content else TrainConfig)
+    kind = ContentConfig if content else TrainConfig
     show = os.environ.get("RANK", "0") == "0"
+    if config_path is None:
+        config_path = default_preset(resolve_device(device).type, kind)
+        if show:
+            console.print(f"no --config: using the preset {config_path} ({preset_note(config_path, kind)})")
+    cfg = load_config(config_path, [*overrides, *extra], kind)
     with progress_bar() as bar:
         task = bar.add_task("training", total=cfg.optim.iters, visible=False)
 

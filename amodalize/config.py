@@ -283,14 +283,67 @@ def _assign(cfg: AnyConfig, dotted: str, value: object, source: str) -> None:
     setattr(target, key, value)
 
 
+# The folder of each kind's presets, under ``presets_dir()``.
+PRESET_FOLDERS = {TrainConfig: "pcnet_m", ContentConfig: "pcnet_c"}
+
+
+def presets_dir() -> Path:
+    """The shipped YAML presets: ``amodalize/presets`` in an installed package, ``configs/`` in a checkout."""
+    installed = Path(__file__).parent / "presets"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "configs"
+
+
+def preset_names(kind: type = TrainConfig) -> list[str]:
+    """Names of the presets of ``kind`` (e.g. 'cpu-small', 'cocoa')."""
+    return sorted(p.stem for p in (presets_dir() / PRESET_FOLDERS[kind]).glob("*.yaml"))
+
+
+# Training throughput measured per preset (samples/s, on what), for the expected run length.
+MEASURED_SPEED = {
+    "pcnet_m/cpu-small": (135.0, "2 CPU cores"),
+    "pcnet_c/cpu-small": (130.0, "2 CPU cores"),
+}
+
+
+def default_preset(device_type: str, kind: type = TrainConfig) -> str:
+    """The preset for a run without ``--config``: the small one on CPU, the paper's on CUDA."""
+    return f"{PRESET_FOLDERS[kind]}/{'cocoa' if device_type == 'cuda' else 'cpu-small'}"
+
+
+def preset_note(name: str, kind: type = TrainConfig) -> str:
+    """What running preset ``name`` means: its length and, where measured, its expected duration."""
+    o = load_config(name, kind=kind).optim
+    note = f"{o.iters:,} steps of {o.batch_size} samples"
+    speed = MEASURED_SPEED.get(name)
+    if speed:
+        hours = o.iters * o.batch_size / speed[0] / 3600
+        length = f"{hours * 60:.0f} min" if hours < 2 else f"{hours:.0f} h"
+        note += f", about {length} at the {speed[0]:,.0f} samples/s measured on {speed[1]}"
+    return note
+
+
+def resolve_config(name: str | Path, kind: type = TrainConfig) -> Path:
+    """A config file path: ``name`` itself when it is a file, else the preset of that name
+    ('cpu-small', 'pcnet_m/cocoa', 'pcnet_c/cpu-small'; '.yaml' optional)."""
+    if Path(name).is_file():
+        return Path(name)
+    folder, _, stem = str(name).removesuffix(".yaml").rpartition("/")
+    folder = folder or PRESET_FOLDERS[kind]
+    path = presets_dir() / folder / f"{stem}.yaml"
+    if folder not in PRESET_FOLDERS.values() or not path.is_file():
+        names = ", ".join(preset_names(kind))
+        raise InputError(name, f"is neither a config file nor a preset (presets: {names})")
+    return path
+
+
 def load_config(path: str | Path | None, overrides: list[str] = (), kind: type = TrainConfig) -> AnyConfig:
-    """Read a ``kind`` YAML config (defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    """Read a ``kind`` YAML config (a file or a preset name; defaults when ``path`` is None) and
+    apply ``key=value`` overrides."""
     raw = {}
     if path is not None:
+        path = resolve_config(path, kind)
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise InputError(path, "no such config file") from None
         except yaml.YAMLError as e:
             raise InputError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(raw, dict):

@@ -58,6 +58,8 @@ class MaskRCNNConfig:
     seed: seeds initialisation and image order.
     checkpoint_every: iterations between checkpoints.
     threads: torch CPU threads (0: torch's default).
+    clip_norm: gradients are clipped to this global norm (without it r50-fpn from random weights
+        diverged to NaN within 10 steps at lr 0.02, measured on CPU and on an H200).
     """
 
     arch: str = "mnv3-fpn"
@@ -69,6 +71,7 @@ class MaskRCNNConfig:
     seed: int = 0
     checkpoint_every: int = 200
     threads: int = 0
+    clip_norm: float = 10.0
 
 
 def build_model(arch: str, num_classes: int, image_size: int, backbone_weights: Path | None = None) -> torch.nn.Module:
@@ -240,7 +243,7 @@ def train(
             t0 = time.perf_counter()
             losses = model(images, targets)
             loss = sum(losses.values())
-            optimise(loss, optimizer, scheduler, step, "lower --lr")
+            optimise(loss, optimizer, scheduler, step, "lower --lr", clip_norm=cfg.clip_norm)
             step += 1
             last = {
                 "step": step,

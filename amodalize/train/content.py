@@ -210,7 +210,7 @@ def train_content(
         start = ckpt["step"]
         torch.set_rng_state(ckpt["rng"]["torch"])
     cuda = dev.type == "cuda"
-    if world > 1:
+    if torch.distributed.is_initialized():
         ids = [dev.index] if cuda else None
         net_g = torch.nn.parallel.DistributedDataParallel(generator, device_ids=ids)
         net_d = torch.nn.parallel.DistributedDataParallel(discriminator, device_ids=ids)
@@ -219,7 +219,7 @@ def train_content(
 
     writer = rank == 0
     if writer:
-        begin_log(run_dir, cfg, start)
+        begin_log(run_dir, cfg, start, dev)
 
     def checkpoint(step: int) -> None:
         if writer:
@@ -284,6 +284,6 @@ def train_content(
     _, metrics = run_steps(loader, start, step_fn, cfg, run_dir, writer, validate_now, checkpoint, on_step)
     if writer:
         save_content_grid(run_dir / "val_grid.png", val_batch, paint(generator, val_batch, dev))
-    if world > 1:
+    if torch.distributed.is_initialized():
         torch.distributed.barrier()
     return metrics

@@ -47,12 +47,22 @@ def weighted_cross_entropy(
     return (ce * (1 + (weight - 1) * eraser.float())).mean()
 
 
-def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: object, step: int, hint: str) -> None:
-    """One optimiser and scheduler step on ``loss``; a non-finite loss stops training with ``hint``."""
+def optimise(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: object,
+    step: int,
+    hint: str,
+    clip_norm: float | None = None,
+) -> None:
+    """One optimiser and scheduler step on ``loss`` (gradients clipped to ``clip_norm`` when given);
+    a non-finite loss stops training with ``hint``."""
     if not torch.isfinite(loss):
         raise TrainingError(f"loss became {loss.item()} at step {step}; {hint}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_norm)
     optimizer.step()
     scheduler.step()
 
@@ -189,7 +199,7 @@ def start_run(run_dir: Path, resume: bool, device: str, batch_size: int, threads
     if batch_size % world:
         raise TrainingError(f"optim.batch_size {batch_size} does not split evenly over {world} processes")
     dev = resolve_device(device, local_rank)
-    if world > 1 and not dist.is_initialized():
+    if "LOCAL_RANK" in os.environ and not dist.is_initialized():  # under torchrun, even with one process
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     if threads:
         torch.set_num_threads(threads)
@@ -253,10 +263,17 @@ def run_steps(
     tick = time.perf_counter()
     try:
         for batch in batches(loader):
+            data_s = time.perf_counter() - tick  # waiting for the loader: the data pipeline is too slow
             fields = step_fn(batch, step)
             step += 1
             now = time.perf_counter()
-            record = {"step": step, **fields, "samples_per_s": cfg.optim.batch_size / max(now - tick, 1e-9)}
+            record = {
+                "step": step,
+                **fields,
+                "samples_per_s": cfg.optim.batch_size / max(now - tick, 1e-9),
+                "data_s": data_s,
+                "step_s": now - tick,
+            }
             tick = now
             if writer and (step % cfg.run.log_every == 0 or step == cfg.optim.iters):
                 log_record(run_dir, record)
@@ -278,11 +295,20 @@ def run_steps(
     return step, metrics
 
 
-def begin_log(run_dir: Path, cfg: AnyConfig, start: int) -> None:
-    """Create the run directory, record the config beside the results and drop log lines past ``start``."""
+def begin_log(run_dir: Path, cfg: AnyConfig, start: int, device: torch.device) -> None:
+    """Create the run directory, record the config beside the results, drop log lines past ``start``
+    and log where this (part of the) run executes."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     truncate_log(run_dir / "log.jsonl", start)
+    env = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "processes": dist.get_world_size() if dist.is_initialized() else 1,
+        "backend": dist.get_backend() if dist.is_initialized() else None,
+        "torch": torch.__version__,
+    }
+    log_record(run_dir, {"step": start, "env": env})
 
 
 def train(
@@ -324,13 +350,13 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     net = (
         torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
-        if world > 1
+        if dist.is_initialized()
         else model
     )
 
     writer = rank == 0
     if writer:
-        begin_log(run_dir, cfg, start)
+        begin_log(run_dir, cfg, start, dev)
 
     def checkpoint(step: int) -> None:
         if writer:
@@ -375,7 +401,7 @@ def train(
             x = pack_input(val_batch["modal"][:8], val_batch["eraser"][:8], val_batch["category"][:8]).to(dev)
             prob = foreground_probability(model, x).cpu()
         save_grid(run_dir / "val_grid.png", val_batch, prob)
-    if world > 1:
+    if dist.is_initialized():
         dist.barrier()
     return metrics
 

@@ -135,7 +135,9 @@ def test_cli_trains_pcnet_c_with_perceptual_weights(tmp_path, rendered):
         args += ["--set", item]
     result = invoke(args)
     assert "OpenCV inpainting" in result.stderr
-    first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert records[0]["env"]["device"] == "cpu" and records[0]["env"]["processes"] == 1
+    first = next(r for r in records if "loss" in r)
     assert first["loss_perceptual"] > 0 and first["loss_style"] > 0
     assert "needs --images-dir" in invoke(["train", "--model", "pcnet-c", modal, "--out", tmp_path / "x"], 2).stderr
     empty = tmp_path / "empty"

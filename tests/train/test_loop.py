@@ -80,8 +80,10 @@ def test_interrupt_then_resume_is_bit_for_bit(tmp_path, synth_data):
     assert a["step"] == b["step"] == 6
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
-    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "loss" in r]
     assert steps == sorted(steps) and steps.count(4) == 1
+    assert [r["step"] for r in records if "env" in r] == [0, 4]  # where each part of the run executed
 
 
 def test_resume_refuses_other_data_or_shape(tmp_path, synth_data):
