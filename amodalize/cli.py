@@ -67,10 +67,38 @@ def cli() -> None:
 
 
 ORDER_TH_OPTION = click.option(
-    "--order-th", type=float, default=0.1, help="PCNet-M foreground threshold for ordering."
+    "--order-th",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="PCNet-M foreground threshold for ordering [default: the checkpoint's calibration, else 0.1].",
 )
 AMODAL_TH_OPTION = click.option(
-    "--amodal-th", type=float, default=0.2, help="PCNet-M foreground threshold for completion."
+    "--amodal-th",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="PCNet-M foreground threshold for completion [default: the checkpoint's calibration, else 0.2].",
+)
+
+
+class AutoOrCount(click.ParamType):
+    """'auto' or an integer >= 0."""
+
+    name = "auto|K"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        if value == "auto" or isinstance(value, int) and value >= 0:
+            return value
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        self.fail(f"expected 'auto' or a whole number >= 0, got {value!r}", param, ctx)
+
+
+ERASER_DILATE_OPTION = click.option(
+    "--eraser-dilate",
+    type=AutoOrCount(),
+    default="auto",
+    help="Grow erasers by K pixels and let the touching test bridge K-pixel gaps. auto: measure the gap "
+    "between neighbouring masks and use the calibrated dilation for it; 0: the reference.",
 )
 DEVICE_OPTION = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA when available."
@@ -128,12 +156,7 @@ FORMAT_OPTION = click.option(
     default="code",
     help="Ordering increment: inside the eraser (reference code) or all new pixels (paper).",
 )
-@click.option(
-    "--eraser-dilate",
-    type=click.IntRange(min=0),
-    default=0,
-    help="Grow erasers (and the touching test) by K pixels, for masks with gaps.",
-)
+@ERASER_DILATE_OPTION
 @click.option(
     "--enlarge",
     type=click.FloatRange(min=1.0),
@@ -149,6 +172,12 @@ FORMAT_OPTION = click.option(
     "--clip-to-occluders/--no-clip",
     default=True,
     help="Keep completed pixels only under the occluders, or anywhere in the crop (reference).",
+)
+@click.option(
+    "--reference",
+    is_flag=True,
+    help="Every setting of the reference test protocol at once (thresholds 0.1/0.2, --replace-visible, "
+    "--no-clip, no dilation, bilinear completion inputs), whatever the checkpoint holds.",
 )
 @click.option(
     "--batch-size",
@@ -227,8 +256,19 @@ def convert(input_json: Path, output_json: Path, checkpoint: Path | None, shard:
         f"{summary['cyclic_images']} images with an order cycle, {summary['seconds']:.1f} s",
         soft_wrap=True,
     )
+    console.print(escape(settings_line(summary["settings"], summary["decided"])), soft_wrap=True)
     if summary.get("warning"):
         console.print(f"[bold yellow]warning:[/] {escape(summary['warning'])}", soft_wrap=True)
+
+
+def settings_line(settings: dict, decided: dict) -> str:
+    """One line on the settings a conversion used and where they came from."""
+    gap = decided.get("gap")
+    measured = f"gap between neighbouring masks {gap['gap']} px (measured); " if gap else ""
+    return (
+        f"{measured}--order-th {settings['order_th']} --amodal-th {settings['amodal_th']} "
+        f"--eraser-dilate {settings['eraser_dilate']}, from {decided['source']}"
+    )
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -474,7 +514,8 @@ def train(
             if show:
                 held = info["val_instances"]
                 steps = f"{info['start']}..{info['iters']}"
-                console.print(f"{info['instances']} instances ({held} held out), steps {steps}")
+                gap = f", gap between neighbouring masks {info['gap']:g} px" if "gap" in info else ""
+                console.print(f"{info['instances']} instances ({held} held out){gap}, steps {steps}")
                 bar.update(task, completed=info["start"], visible=True)
 
         def step(record: dict) -> None:
@@ -513,6 +554,14 @@ def train(
             f"in-eraser IoU {100 * metrics['eraser_iou']:.2f}; run in {run_dir}",
             soft_wrap=True,
         )
+        cal = metrics.get("calibration")
+        if cal:
+            console.print(
+                f"calibrated on {cal['samples']} synthetic occlusions at gap {cal['gap']} px: --order-th "
+                f"{cal['order_th']} --amodal-th {cal['amodal_th']} --eraser-dilate {cal['eraser_dilate']} "
+                f"(order accuracy {100 * cal['order_acc']:.1f}, IoU {100 * cal['iou']:.1f}); convert uses these",
+                soft_wrap=True,
+            )
 
 
 def _ids(text: str | None, option: str) -> list[int] | None:
@@ -542,6 +591,7 @@ def _ids(text: str | None, option: str) -> list[int] | None:
 @click.option("--images", "image_ids", default=None, help="Comma-separated image ids (default: all).")
 @ORDER_TH_OPTION
 @AMODAL_TH_OPTION
+@ERASER_DILATE_OPTION
 @click.option(
     "--hole-dilate",
     type=click.IntRange(min=0),
@@ -584,8 +634,9 @@ def deocclude(
     checkpoint_c: Path,
     checkpoint_m: Path | None,
     image_ids: str | None,
-    order_th: float,
-    amodal_th: float,
+    order_th: float | None,
+    amodal_th: float | None,
+    eraser_dilate: int | str,
     fmt: str | None,
     shard: str | None,
     **options: object,
@@ -620,7 +671,7 @@ def deocclude(
             fmt=fmt,
             image_ids=_ids(image_ids, "--images"),
             shard=parts,
-            convert_settings={"order_th": order_th, "amodal_th": amodal_th},
+            convert_settings={"order_th": order_th, "amodal_th": amodal_th, "eraser_dilate": eraser_dilate},
             on_start=lambda n, done: bar.update(task, total=n, completed=done, visible=True),
             on_progress=lambda n: bar.advance(task, n),
             **options,

@@ -15,6 +15,9 @@ import yaml
 
 from amodalize.errors import InputError
 
+# The value of a setting measured from the data when the run starts.
+AUTO = "auto"
+
 
 @dataclass
 class ModelConfig:
@@ -47,6 +50,10 @@ class DataConfig:
     max_tries: placements tried before the last one is taken anyway.
     inmask_weight: cross-entropy weight of pixels inside the eraser (code: 5; the paper omits it).
     val_fraction: share of instances held out as validation targets.
+    gap: image pixels left empty between the eraser and what remains of the target in the input
+        (hand-drawn masks leave such gaps between neighbours; the target stays whole), drawn per
+        sample from 0.5-1.5x this; 'auto' measures it from the training masks (0 where they
+        touch: the reference recipe).
     """
 
     input_size: int = 256
@@ -65,6 +72,7 @@ class DataConfig:
     max_tries: int = 100
     inmask_weight: float = 5.0
     val_fraction: float = 0.05
+    gap: float | str = AUTO
 
 
 @dataclass
@@ -106,6 +114,8 @@ class RunConfig:
     log_every: iterations between lines of log.jsonl.
     amp: bfloat16 autocast on CUDA.
     channels_last: channels-last memory format on CUDA.
+    calibration_samples: synthetic occlusions of held-out instances on which the thresholds and
+        eraser dilation are chosen after training (PCNet-M; 0: no calibration).
     """
 
     seed: int = 0
@@ -117,6 +127,7 @@ class RunConfig:
     log_every: int = 20
     amp: bool = True
     channels_last: bool = True
+    calibration_samples: int = 300
 
 
 SCHEDULES = ("step", "cosine", "constant")
@@ -269,7 +280,11 @@ def _assign(cfg: AnyConfig, dotted: str, value: object, source: str) -> None:
     if target is None or not key or not hasattr(target, key):
         raise InputError(source, f"unknown config key {dotted!r}")
     current = getattr(target, key)
-    if isinstance(current, bool):
+    default = getattr(type(target)(), key)
+    if default == AUTO:  # 'auto' or a non-negative number
+        ok = value == AUTO or (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0)
+        value = value if value == AUTO or not ok else float(value)
+    elif isinstance(current, bool):
         ok = isinstance(value, bool)
     elif isinstance(current, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -279,7 +294,8 @@ def _assign(cfg: AnyConfig, dotted: str, value: object, source: str) -> None:
     else:
         ok = isinstance(value, type(current)) and not isinstance(value, bool)
     if not ok:
-        raise InputError(source, f"{dotted} must be {type(current).__name__}, got {value!r}")
+        kind = "'auto' or a number >= 0" if default == AUTO else type(current).__name__
+        raise InputError(source, f"{dotted} must be {kind}, got {value!r}")
     setattr(target, key, value)
 
 

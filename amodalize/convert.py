@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from joblib import Parallel, delayed
 
-from amodalize.data.masks import EMPTY, Crop, convex_hull, decode_crop, encode_crop, square_window, tight, union_within
+from amodalize.data.masks import (
+    EMPTY,
+    Crop,
+    convex_hull,
+    decode_crop,
+    encode_crop,
+    square_window,
+    tight,
+    union_within,
+)
 from amodalize.data.records import Dataset, ImageRecord, ImageResult, Instance
 from amodalize.infer import baselines
 from amodalize.infer.amodal import eraser_members, paste
@@ -38,13 +47,20 @@ class ConvertOptions:
     amodal_th: PCNet-M foreground threshold for completion (reference: 0.2).
     amodal_mode: 'og' erases with all ancestors (order-grounded), 'nog' with all ordered neighbours.
     increment: 'code' counts growth inside the eraser (reference code), 'paper' all new pixels.
-    eraser_dilate: image pixels to grow erasers by, and the extra reach of the touching test,
-        for masks with gaps between neighbours (reference: 0).
+    eraser_dilate: image pixels to grow erasers by (and the clipping region with them), for masks
+        with gaps between neighbours (reference: 0).
+    gap: empty pixels between neighbouring masks that still count as touching (the measured
+        annotation gap); the touching test reaches ``1 + max(gap, eraser_dilate)`` pixels
+        (reference: 0, so 1).
     keep_visible: union the visible mask back into the completion (reference: the completion
         replaces it, which erodes visible boundaries at small input sizes).
     clip_to_occluders: keep new pixels only where the erasers (the occluders) are, since a hidden
         part can only lie under something (reference: no clipping).
     enlarge, side_ratio: inference crop side = max(sqrt(w*h*enlarge), side_ratio*w, side_ratio*h).
+    completion_resize: how completion inputs are resized to the network: 'nearest' (as the
+        ordering inputs, so an ordering forward is reused) or 'bilinear' (the reference).
+    complete_empty: also complete instances whose visible mask is empty (the reference does; the
+        network then guesses from an empty input).
     """
 
     method: str = "convex-r"
@@ -55,10 +71,13 @@ class ConvertOptions:
     amodal_mode: str = "og"
     increment: str = "code"
     eraser_dilate: int = 0
+    gap: int = 0
     keep_visible: bool = True
     clip_to_occluders: bool = True
     enlarge: float = 3.0
     side_ratio: float = 1.1
+    completion_resize: str = "nearest"
+    complete_empty: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in AMODAL_METHODS:
@@ -73,7 +92,7 @@ class ConvertOptions:
 
 
 @dataclass
-class _Work:
+class Work:
     """One image in flight: its live instances, their crops and windows, pairs and order."""
 
     image: ImageRecord
@@ -86,17 +105,17 @@ class _Work:
     score: np.ndarray | None = None
 
 
-def _prepare(image: ImageRecord, instances: list[Instance], opts: ConvertOptions) -> _Work:
+def prepare(image: ImageRecord, instances: list[Instance], opts: ConvertOptions) -> Work:
     live = [inst for inst in instances if not inst.iscrowd]
     crops = [decode_crop(inst.modal) for inst in live]
     windows = [square_window(inst.bbox, opts.enlarge, opts.side_ratio) for inst in live]
-    work = _Work(image, live, crops, windows, touching_pairs(crops, 1 + opts.eraser_dilate))
+    work = Work(image, live, crops, windows, touching_pairs(crops, 1 + max(opts.gap, opts.eraser_dilate)))
     if opts.order == "convex" or opts.method in ("convex", "convex-r"):
         work.hulls = [convex_hull(c) for c in crops]
     return work
 
 
-def _order_baseline(work: _Work, opts: ConvertOptions) -> None:
+def _order_baseline(work: Work, opts: ConvertOptions) -> None:
     if opts.order == "area":
         work.order, work.score = baselines.order_area(work.crops, work.pairs, opts.area_front)
     elif opts.order == "y-axis":
@@ -105,26 +124,30 @@ def _order_baseline(work: _Work, opts: ConvertOptions) -> None:
         work.order, work.score = baselines.order_convex(work.crops, work.hulls, work.pairs)
 
 
-def _run(
-    works: list[_Work], queries: list[tuple[int, int, tuple[int, ...]]], completer: Completer, opts: ConvertOptions
+def run_queries(
+    works: list[Work],
+    queries: list[tuple[int, int, tuple[int, ...]]],
+    completer: Completer,
+    opts: ConvertOptions,
+    resize: str = "nearest",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Modal patches, eraser patches and P(fg), each ``[Q, S, S]``, for (work index, target,
-    eraser members) queries."""
+    eraser members) queries, the patches resized by ``resize`` (see ``order.patches``)."""
     size = completer.input_size
     modal = np.zeros((len(queries), size, size), np.uint8)
     eraser = np.zeros_like(modal)
     category = np.zeros(len(queries), np.float32)
     for q, (w, t, members) in enumerate(queries):
         work = works[w]
-        modal[q], eraser[q] = patches(work.crops, work.windows, t, list(members), size, opts.eraser_dilate)
+        modal[q], eraser[q] = patches(work.crops, work.windows, t, list(members), size, opts.eraser_dilate, resize)
         category[q] = work.live[t].category_id
     return modal, eraser, completer(modal, eraser, category)
 
 
-def _order_pcnet(works: list[_Work], opts: ConvertOptions, completer: Completer) -> dict:
+def _order_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer) -> dict:
     """Dual completion of every touching pair; returns the probabilities worth reusing."""
     queries = [(w, t, (e,)) for w, work in enumerate(works) for i, j in work.pairs for t, e in ((i, j), (j, i))]
-    modal, eraser, prob = _run(works, queries, completer, opts) if queries else (None, None, [])
+    modal, eraser, prob = run_queries(works, queries, completer, opts) if queries else (None, None, [])
     occ = [np.zeros((len(work.live),) * 2) for work in works]
     for q, (w, t, (e,)) in enumerate(queries):
         occ[w][t, e] = increment(prob[q], modal[q], eraser[q], works[w].windows[t], opts.order_th, opts.increment)
@@ -133,34 +156,48 @@ def _order_pcnet(works: list[_Work], opts: ConvertOptions, completer: Completer)
     return {query: prob[q] for q, query in enumerate(queries)}
 
 
-def _amodal_pcnet(works: list[_Work], opts: ConvertOptions, completer: Completer, reuse: dict) -> list[list[Crop]]:
-    """Complete every instance with its erasers; a query identical to an ordering one is not rerun."""
+def _amodal_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer, reuse: dict) -> list[list[Crop]]:
+    """Complete every instance with its erasers; a query identical to an ordering one is not rerun,
+    and none is run whose answer cannot change the result."""
     wanted = [
         (w, i, tuple(eraser_members(work.order, i, opts.amodal_mode)))
         for w, work in enumerate(works)
         for i in range(len(work.live))
     ]
-    wanted = [q for q in wanted if works[q[0]].crops[q[1]] is not EMPTY]
-    fresh = [q for q in wanted if q not in reuse]
-    probs = dict(reuse)
+    if not opts.complete_empty:
+        wanted = [q for q in wanted if works[q[0]].crops[q[1]] is not EMPTY]
+    if opts.clip_to_occluders and opts.keep_visible:  # nothing in front: clipped back to the visible mask
+        wanted = [q for q in wanted if q[2]]
+    reusable = opts.completion_resize == "nearest"  # the ordering patches are nearest-resized
+    fresh = [q for q in wanted if not (reusable and q in reuse)]
+    probs = dict(reuse) if reusable else {}
     if fresh:
-        probs.update(zip(fresh, _run(works, fresh, completer, opts)[2]))
+        probs.update(zip(fresh, run_queries(works, fresh, completer, opts, opts.completion_resize)[2]))
     out = [list(work.crops) for work in works]
     for w, i, members in wanted:
-        work = works[w]
-        crop = paste(probs[(w, i, members)], work.windows[i], opts.amodal_th, work.image.height, work.image.width)
-        if opts.clip_to_occluders and crop is not EMPTY:
-            window = crop.window
-            cover = union_within([work.crops[m] for m in (i, *members)], window)
-            crop = tight(crop.mask & cover, window[0], window[1])
-        if opts.keep_visible:
-            window = crop.window if crop is not EMPTY else work.crops[i].window
-            crop = Crop(crop.within(window) | work.crops[i].within(window), window[0], window[1])
-        out[w][i] = crop
+        out[w][i] = completion(probs[(w, i, members)], works[w], i, members, opts.amodal_th, opts)
     return out
 
 
-def _amodal_baseline(work: _Work, opts: ConvertOptions) -> list[Crop] | None:
+def completion(
+    prob: np.ndarray, work: Work, i: int, members: tuple[int, ...], threshold: float, opts: ConvertOptions
+) -> Crop:
+    """Instance ``i``'s amodal crop from its P(fg) patch ``[S, S]`` completed behind ``members``:
+    thresholded, pasted back, clipped to the (grown) erasers and united with the visible mask as
+    ``opts`` asks."""
+    crops, image = work.crops, work.image
+    crop = paste(prob, work.windows[i], threshold, image.height, image.width)
+    if opts.clip_to_occluders and crop is not EMPTY:
+        window = crop.window
+        cover = union_within([crops[m] for m in members], window, opts.eraser_dilate) | crops[i].within(window)
+        crop = tight(crop.mask & cover, window[0], window[1])
+    if opts.keep_visible:
+        window = crop.window if crop is not EMPTY else crops[i].window
+        crop = Crop(crop.within(window) | crops[i].within(window), window[0], window[1])
+    return crop
+
+
+def _amodal_baseline(work: Work, opts: ConvertOptions) -> list[Crop] | None:
     if opts.method == "raw":
         return None
     if opts.method == "convex":
@@ -168,7 +205,7 @@ def _amodal_baseline(work: _Work, opts: ConvertOptions) -> list[Crop] | None:
     return baselines.amodal_convex_r(work.crops, work.hulls, work.order)
 
 
-def _finish(work: _Work, completed: list[Crop] | None) -> ImageResult:
+def _finish(work: Work, completed: list[Crop] | None) -> ImageResult:
     result = ImageResult(work.image.id, pairs_tested=len(work.pairs), cyclic=has_cycle(work.order))
     result.edges = [(work.live[a].id, work.live[b].id, s) for a, b, s in edges(work.order, work.score)]
     for k, inst in enumerate(work.live):
@@ -186,7 +223,7 @@ def convert_chunk(
     items: list[tuple[ImageRecord, list[Instance]]], opts: ConvertOptions, completer: Completer | None = None
 ) -> list[ImageResult]:
     """Order and complete the non-crowd instances of a few images (``completer`` for PCNet-M)."""
-    works = [_prepare(image, insts, opts) for image, insts in items]
+    works = [prepare(image, insts, opts) for image, insts in items]
     reuse: dict = {}
     if opts.order == "pcnet":
         reuse = _order_pcnet(works, opts, completer)

@@ -14,17 +14,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from amodalize import __version__
+from amodalize.config import AUTO, DataConfig
 from amodalize.convert import ConvertOptions, convert_dataset
 from amodalize.data.formats import read_dataset
 from amodalize.data.formats.common import load_json
 from amodalize.data.formats.detections import read_detections
+from amodalize.data.gaps import estimate_gap, modal_groups
 from amodalize.data.records import Dataset, ImageResult
 from amodalize.data.writer import augment, merge_parts, write_json_atomic
 from amodalize.errors import AmodalizeError
 from amodalize.infer.batcher import Completer, default_batch_size
 from amodalize.models.pcnet_m import load_pcnet_m
+from amodalize.train.calibrate import calibrate
 from amodalize.train.loop import resolve_device
+from amodalize.train.partial import build_bank
 
 # Completed/visible area of instances with nothing in front above this means a badly calibrated model.
 CALIBRATION_LIMIT = 1.3
@@ -40,13 +46,90 @@ def sha256(path: Path) -> str:
 
 
 def load_completer(checkpoint: Path, device: str = "auto", batch_size: int | None = None) -> tuple[Completer, dict]:
-    """A Completer for a PCNet-M checkpoint and its provenance record."""
-    model, input_size, kind = load_pcnet_m(checkpoint)
+    """A Completer for a PCNet-M checkpoint and its provenance record (with its calibration)."""
+    loaded = load_pcnet_m(checkpoint)
     dev = resolve_device(device)
-    batch = batch_size or default_batch_size(dev, input_size)
-    completer = Completer(model, input_size, device=dev, batch_size=batch, amp=False)
-    info = {"path": str(checkpoint), "sha256": sha256(checkpoint), "kind": kind, "input_size": input_size}
+    batch = batch_size or default_batch_size(dev, loaded.input_size)
+    completer = Completer(loaded.model, loaded.input_size, device=dev, batch_size=batch, amp=False)
+    info = {
+        "path": str(checkpoint),
+        "sha256": sha256(checkpoint),
+        "kind": loaded.kind,
+        "input_size": loaded.input_size,
+        "calibration": loaded.calibration,
+    }
     return completer, info
+
+
+# The reference test protocol (reference protocol §6.1): every setting `convert --reference` fixes.
+REFERENCE_SETTINGS = {
+    "order_th": 0.1,
+    "amodal_th": 0.2,
+    "eraser_dilate": 0,
+    "keep_visible": False,
+    "clip_to_occluders": False,
+    "completion_resize": "bilinear",
+    "complete_empty": True,
+}
+# Defaults for a checkpoint with no calibration (reference checkpoints, older amodalize ones).
+UNCALIBRATED = {"order_th": 0.1, "amodal_th": 0.2}
+
+
+def calibration_samples(completer: Completer) -> int:
+    """Scenes for calibrating on the input: fewer where each query is expensive (a large model on CPU)."""
+    return 300 if completer.device.type == "cuda" or completer.input_size <= 64 else 100
+
+
+def resolve_options(
+    dataset: Dataset,
+    method: str,
+    order: str,
+    settings: dict,
+    completer: Completer | None,
+    ckpt_info: dict | None,
+    reference: bool = False,
+) -> tuple[ConvertOptions, dict]:
+    """ConvertOptions with every 'auto' setting decided, and a record of how.
+
+    ``settings`` are ConvertOptions fields, where ``order_th``/``amodal_th`` None and
+    ``eraser_dilate`` 'auto' ask for a decision: the gap between neighbouring masks is measured on
+    the input; thresholds and dilation come from the checkpoint's calibration when it was made at
+    that gap, else from a calibration on the input's own instances (no ground truth needed);
+    checkpoints without calibration keep the reference thresholds and bridge the gap. Explicit
+    values always win; ``reference`` fixes every setting of the reference test protocol.
+    """
+    if reference:
+        return ConvertOptions(method, order, **{**settings, **REFERENCE_SETTINGS}), {"source": "reference protocol"}
+    settings = {"eraser_dilate": AUTO, **settings}
+    wanted = [k for k in ("order_th", "amodal_th", "eraser_dilate") if settings.get(k) in (None, AUTO)]
+    record: dict = {"source": "flags" if not wanted else None}
+    gap = 0
+    if settings.get("eraser_dilate") == AUTO:
+        measured = estimate_gap(modal_groups(dataset))
+        gap = measured.gap
+        record["gap"] = measured.to_json()
+    if not wanted or completer is None:
+        settings.update({k: UNCALIBRATED.get(k, gap) for k in wanted})
+        record["source"] = record["source"] or "no model"
+        return ConvertOptions(method, order, gap=gap, **settings), record
+    cal = ckpt_info.get("calibration")
+    if cal is not None and cal["gap"] == gap:
+        record["source"] = "the checkpoint's calibration"
+    elif cal is not None:
+        bank = build_bank([dataset])
+        everyone = np.arange(len(bank))
+        data = DataConfig(input_size=completer.input_size, gap=gap, enlarge_box=settings.get("enlarge", 3.0))
+        samples = calibration_samples(completer)
+        cal = calibrate(bank, everyone, everyone, data, gap, completer, samples=samples).to_json()
+        record["source"] = (
+            f"a calibration on the input (the checkpoint's was made at gap {ckpt_info['calibration']['gap']} px)"
+        )
+    else:
+        cal = {**UNCALIBRATED, "eraser_dilate": gap}
+        record["source"] = "reference thresholds (the checkpoint has no calibration)"
+    record["calibration"] = cal
+    settings.update({k: cal[k] for k in wanted})
+    return ConvertOptions(method, order, gap=gap, **settings), record
 
 
 def parts_dir(output_json: Path) -> Path:
@@ -111,12 +194,14 @@ def convert_file(
     shard: tuple[int, int] | None = None,
     images_from: Path | None = None,
     min_score: float = 0.0,
+    reference: bool = False,
     flush_every: int = 256,
     on_start: Callable[[int, int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     **settings: object,
 ) -> dict:
-    """Convert one annotation file; ``settings`` are further ConvertOptions fields.
+    """Convert one annotation file; ``settings`` are further ConvertOptions fields, 'auto' ones
+    decided by ``resolve_options`` (``reference``: the reference test protocol's settings).
 
     ``on_start(total images, already finished)`` and ``on_progress(images)`` report progress.
     Returns a summary (images, instances, edges, pairs, seconds, forwards, queries, warning).
@@ -124,17 +209,19 @@ def convert_file(
     start = time.perf_counter()
     method = method or ("pcnet" if checkpoint else "convex-r")
     order = order or ("pcnet" if checkpoint else "convex")
-    opts = ConvertOptions(method=method, order=order, **settings)
-    if opts.needs_model and checkpoint is None:
+    needs_model = "pcnet" in (method, order)
+    if needs_model and checkpoint is None:
         raise AmodalizeError("--method/--order pcnet needs a PCNet-M --checkpoint (train one with `amodalize train`)")
     dataset = read_detections(input_json, images_from, min_score) if images_from else read_dataset(input_json, fmt)
     images = dataset.images if shard is None else dataset.images[shard[0] :: shard[1]]
-    completer, ckpt_info = load_completer(checkpoint, device, batch_size) if opts.needs_model else (None, None)
+    completer, ckpt_info = load_completer(checkpoint, device, batch_size) if needs_model else (None, None)
+    opts, decided = resolve_options(dataset, method, order, settings, completer, ckpt_info, reference)
     meta = {
         "version": __version__,
         "method": opts.method,
         "order_method": opts.order,
         "settings": {k: v for k, v in opts.__dict__.items() if k not in ("method", "order")},
+        "decided": decided,
         "input": str(input_json),
         "input_sha256": sha256(input_json),
         "input_format": "detections" if images_from else dataset.format,
@@ -165,7 +252,9 @@ def convert_file(
         }
     write_json_atomic(output_json, augment(part, results, meta, compat_kins=compat == "kins"))
     store.remove()
-    return _summary(part, results, completer, opts, time.perf_counter() - start)
+    summary = _summary(part, results, completer, opts, time.perf_counter() - start)
+    summary["decided"] = decided
+    return summary
 
 
 def _summary(
@@ -182,6 +271,7 @@ def _summary(
         "seconds": seconds,
         "forwards": completer.forwards if completer else 0,
         "queries": completer.queries if completer else 0,
+        "settings": {k: getattr(opts, k) for k in ("order_th", "amodal_th", "eraser_dilate", "gap")},
     }
     if opts.method == "pcnet" and visible and grown / visible > CALIBRATION_LIMIT:
         summary["warning"] = (

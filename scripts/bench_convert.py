@@ -112,7 +112,7 @@ def main() -> None:
     torch.manual_seed(0)
     paper = UNet(2, 2, widen=2).eval()  # the paper's size; random weights: timing and equality only
     if args.checkpoint:
-        small, small_size, _ = load_pcnet_m(args.checkpoint)
+        small, small_size, *_ = load_pcnet_m(args.checkpoint)
     else:
         small, small_size = UNet(2, 2, widen=1).eval(), 64
     one = run(dataset, paper, 256, 1, device, gt)

@@ -50,6 +50,7 @@ FULL = {
     "m_steps": 300,
     "m_batch": 256,
     "m_set": [],
+    "calibration": 300,
     "ddp_steps": (20, 30),
     "ddp_batch": 64,
     "small_steps": 400,
@@ -68,6 +69,7 @@ QUICK = {
     "m_steps": 3,
     "m_batch": 4,
     "m_set": ["model.widen=0.25", "data.input_size=32"],
+    "calibration": 20,
     "ddp_steps": (2, 3),
     "ddp_batch": 4,
     "small_steps": 3,
@@ -128,6 +130,7 @@ def train_m(out: Path, data: Path, size: dict, device: str) -> dict:
         "cocoa",
         [
             *size["m_set"],
+            f"run.calibration_samples={size['calibration']}",
             f"optim.iters={size['m_steps']}",
             f"optim.batch_size={size['m_batch']}",
             f"run.workers={min(12, max(0, (os.cpu_count() or 2) - 2)) if device == 'cuda' else 0}",
@@ -156,7 +159,9 @@ def train_m(out: Path, data: Path, size: dict, device: str) -> dict:
         "loss_first": round(float(np.mean(losses[:k])), 4),
         "loss_last": round(float(np.mean(losses[-k:])), 4),
         "loss_falling": bool(np.mean(losses[-k:]) < np.mean(losses[:k])),
-        "val": {key: round(v, 4) for key, v in metrics.items()},
+        "val": {key: round(v, 4) for key, v in metrics.items() if isinstance(v, float)},
+        "gap": metrics["gap"],
+        "calibration": metrics["calibration"],
         "wall_s": round(seconds, 1),
     }
 
@@ -166,7 +171,9 @@ def torchrun(out: Path, data: Path, size: dict, device: str) -> dict:
     first, second = size["ddp_steps"]
     common = ["--config", "cocoa", "--out", run, "--batch-size", size["ddp_batch"], "--device", device]
     common += [
-        a for s in [*size["m_set"], "run.val_every=0", "run.val_samples=16", "run.workers=2"] for a in ("--set", s)
+        a
+        for s in [*size["m_set"], "run.val_every=0", "run.val_samples=16", "run.workers=2", "run.calibration_samples=0"]
+        for a in ("--set", s)
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
@@ -185,7 +192,7 @@ def torchrun(out: Path, data: Path, size: dict, device: str) -> dict:
             raise RuntimeError(f"torchrun exited {done.returncode}: {done.stderr[-1500:]}")
     env_records = [r["env"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "env" in r]
     ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
-    model, input_size, kind = load_pcnet_m(run / "checkpoint.pt")
+    model, input_size, kind, _ = load_pcnet_m(run / "checkpoint.pt")
     return {
         "backend": [e["backend"] for e in env_records],
         "processes": [e["processes"] for e in env_records],
@@ -200,7 +207,12 @@ def train_small(out: Path, data: Path, size: dict, device: str) -> Path:
     """A cpu-small PCNet-M (for the conversion and de-occlusion parts)."""
     from amodalize.train.loop import train
 
-    overrides = [f"optim.iters={size['small_steps']}", "run.val_every=0", "run.val_samples=32"]
+    overrides = [
+        f"optim.iters={size['small_steps']}",
+        "run.val_every=0",
+        "run.val_samples=32",
+        f"run.calibration_samples={size['calibration']}",
+    ]
     train(load_config("cpu-small", overrides), [data], out / "run-small", device=device)
     return out / "run-small" / "checkpoint.pt"
 

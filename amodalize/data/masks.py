@@ -195,6 +195,20 @@ def dilate_cross(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def dilate_square(mask: np.ndarray, k: int) -> np.ndarray:
+    """A bool mask grown by ``k`` pixels in every direction (chessboard distance)."""
+    if k <= 0 or not mask.any():
+        return mask
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8)).astype(bool)
+
+
+def erode_square(mask: np.ndarray, k: int) -> np.ndarray:
+    """A bool mask shrunk by ``k`` pixels from every side (chessboard distance; outside is background)."""
+    if k <= 0 or not mask.any():
+        return mask
+    return ~dilate_square(~np.pad(mask, k), k)[k:-k, k:-k]
+
+
 def touching(a: Crop, b: Crop, reach: int = 1) -> bool:
     """True when ``a`` dilated ``reach`` times by the 3x3 cross meets ``b`` (reference protocol
     §1.3 uses reach 1; a larger reach bridges annotation gaps)."""
@@ -220,12 +234,15 @@ def convex_hull(crop: Crop) -> Crop:
     return Crop(filled.astype(bool) | crop.mask, crop.x0, crop.y0)
 
 
-def union_within(crops: Sequence[Crop], window: Window) -> np.ndarray:
-    """The union of several crops as a bool array of ``window``'s shape."""
-    out = np.zeros((window[3] - window[1], window[2] - window[0]), dtype=bool)
+def union_within(crops: Sequence[Crop], window: Window, grow_by: int = 0) -> np.ndarray:
+    """The union of several crops, each grown by ``grow_by`` pixels (chessboard), as a bool array
+    of ``window``'s shape."""
+    k = max(grow_by, 0)
+    outer = grow(window, k)
+    out = np.zeros((outer[3] - outer[1], outer[2] - outer[0]), dtype=bool)
     for crop in crops:
-        out |= crop.within(window)
-    return out
+        out |= crop.within(outer)
+    return dilate_square(out, k)[k : out.shape[0] - k, k : out.shape[1] - k]
 
 
 def square_side(bbox: Sequence[float], enlarge: float = 3.0, ratio: float = 1.1) -> float:
@@ -254,6 +271,17 @@ def resample(crop: Crop, window: Window, out: int) -> np.ndarray:
     patch = np.zeros((out, out), dtype=bool)
     patch[np.ix_(rok, cok)] = crop.mask[np.ix_(rows[rok], cols[cok])]
     return patch
+
+
+def resample_linear(crop: Crop, window: Window, out: int) -> np.ndarray:
+    """A square window of a crop resized to ``[out, out]`` bool by bilinear interpolation of 0/1
+    values and ``> 0.5`` (the reference's completion inputs; materialises the window)."""
+    side = window[2] - window[0]
+    return (
+        cv2.resize(crop.within(window).astype(np.float32), (out, out), interpolation=cv2.INTER_LINEAR) > 0.5
+        if side
+        else np.zeros((out, out), bool)
+    )
 
 
 def resample_cover(mask: np.ndarray, out: int) -> np.ndarray:

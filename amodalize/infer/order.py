@@ -5,10 +5,9 @@ antisymmetric; cycles are allowed, so it is never reduced to one depth index.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from amodalize.data.masks import resample
+from amodalize.data.masks import Crop, dilate_square, resample, resample_linear, union_within
 
 
 def order_from_increments(occ: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -83,22 +82,34 @@ def neighbours(order: np.ndarray, i: int) -> list[int]:
 
 
 def patches(
-    crops: list, windows: list, target: int, eraser_members: list[int], size: int, dilate: int = 0
+    crops: list,
+    windows: list,
+    target: int,
+    eraser_members: list[int],
+    size: int,
+    dilate: int = 0,
+    resize: str = "nearest",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Network patches ``[S, S]`` uint8 for one query: the target's modal mask and the union of
-    ``eraser_members``' modal masks, both in the target's square window (nearest resize).
+    ``eraser_members``' modal masks, both in the target's square window.
 
-    ``dilate`` grows the eraser by that many image pixels (rescaled to the patch), bridging gaps
-    between neighbouring annotations.
+    ``resize``: 'nearest' (the reference's ordering inputs) or 'bilinear' (its completion inputs:
+    bilinear, then > 0.5, the eraser resized as one union). ``dilate`` grows the eraser by that many
+    image pixels (rescaled to the patch), bridging gaps between neighbouring annotations.
     """
     window = windows[target]
-    modal = resample(crops[target], window, size)
-    eraser = np.zeros((size, size), dtype=bool)
-    for m in eraser_members:
-        eraser |= resample(crops[m], window, size)
-    if dilate and eraser.any():
-        k = max(1, round(dilate * size / (window[2] - window[0])))
-        eraser = cv2.dilate(eraser.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8)).astype(bool)
+    if resize == "bilinear":
+        modal = resample_linear(crops[target], window, size)
+        eraser = resample_linear(
+            Crop(union_within([crops[m] for m in eraser_members], window), *window[:2]), window, size
+        )
+    else:
+        modal = resample(crops[target], window, size)
+        eraser = np.zeros((size, size), dtype=bool)
+        for m in eraser_members:
+            eraser |= resample(crops[m], window, size)
+    if dilate:
+        eraser = dilate_square(eraser, max(1, round(dilate * size / (window[2] - window[0]))))
     return modal.astype(np.uint8), eraser.astype(np.uint8)
 
 

@@ -117,8 +117,9 @@ class PConvUNet(nn.Module):
     input's normalised colour space.
     """
 
-    def __init__(self, in_channels: int = 4, out_channels: int = 3, *, base: int = 64, depth: int = 7,
-                 max_width: int = 512) -> None:
+    def __init__(
+        self, in_channels: int = 4, out_channels: int = 3, *, base: int = 64, depth: int = 7, max_width: int = 512
+    ) -> None:
         super().__init__()
         widths = [min(base * 2**k, max_width) for k in range(depth)]
         kernels = [7, 5, 5] + [3] * max(depth - 3, 0)
@@ -169,9 +170,9 @@ class PatchDiscriminator(nn.Module):
         strides = [2, 2, 2, 1, 1]
         layers: list[nn.Module] = []
         for k, stride in enumerate(strides):
-            layers.append(nn.utils.parametrizations.spectral_norm(
-                nn.Conv2d(widths[k], widths[k + 1], 4, stride, 1, bias=False)
-            ))
+            layers.append(
+                nn.utils.parametrizations.spectral_norm(nn.Conv2d(widths[k], widths[k + 1], 4, stride, 1, bias=False))
+            )
             if k < len(strides) - 1:
                 layers.append(nn.LeakyReLU(0.2))
         self.net = nn.Sequential(*layers)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -77,8 +78,18 @@ def reference_state_dict(path: str | Path, model: UNet) -> dict[str, torch.Tenso
     return ours
 
 
-def load_pcnet_m(path: str | Path) -> tuple[UNet, int, str]:
-    """A PCNet-M checkpoint as (model in eval mode, input size, kind).
+class LoadedPCNetM(NamedTuple):
+    """A loaded PCNet-M: the model in eval mode, its input size, its kind ('amodalize' or
+    'reference') and, for calibrated amodalize checkpoints, the calibration record."""
+
+    model: UNet
+    input_size: int
+    kind: str
+    calibration: dict | None = None
+
+
+def load_pcnet_m(path: str | Path) -> LoadedPCNetM:
+    """A PCNet-M checkpoint.
 
     Accepts ``amodalize train`` checkpoints (kind 'amodalize': widen and input size from their
     config) and the reference's released ``*.pth.tar`` (kind 'reference': the paper's UNet at 256).
@@ -93,7 +104,7 @@ def load_pcnet_m(path: str | Path) -> tuple[UNet, int, str]:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
             raise InputError(path, f"weights do not fit the UNet of its config ({str(e).splitlines()[0]})") from None
-        return model.eval(), int(cfg["data"]["input_size"]), "amodalize"
+        return LoadedPCNetM(model.eval(), int(cfg["data"]["input_size"]), "amodalize", ckpt.get("calibration"))
     model = UNet(2, 2, widen=2)
     model.load_state_dict(reference_state_dict(path, model))
-    return model.eval(), 256, "reference"
+    return LoadedPCNetM(model.eval(), 256, "reference")

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from amodalize import __version__
-from amodalize.convert import ConvertOptions, convert_dataset
+from amodalize.convert import convert_dataset
 from amodalize.data.formats import read_dataset
 from amodalize.data.formats.common import load_json
 from amodalize.data.images import check_images, read_rgb
@@ -33,7 +33,7 @@ from amodalize.errors import InputError
 from amodalize.evaluate import gt_order_from_masks
 from amodalize.infer.batcher import Painter, default_batch_size
 from amodalize.models.pcnet_c import load_pcnet_c
-from amodalize.pipeline import load_completer, sha256
+from amodalize.pipeline import load_completer, resolve_options, sha256
 from amodalize.scene.layers import (
     CYCLE_RULE,
     Scene,
@@ -199,7 +199,7 @@ def deocclude_file(
     dev = resolve_device(device)
     painter = Painter(generator, device=dev, batch_size=batch_size or default_batch_size(dev, size))
     completer, m_info = load_completer(checkpoint_m, device) if checkpoint_m else (None, None)
-    m_opts = ConvertOptions(method="pcnet", order="pcnet", **(convert_settings or {}))
+    m_opts, decided = resolve_options(dataset, "pcnet", "pcnet", convert_settings or {}, completer, m_info)
     provenance = {
         "version": __version__,
         "input": str(ann_json),
@@ -209,6 +209,7 @@ def deocclude_file(
         "checkpoint_c": {"path": str(checkpoint_c), "sha256": sha256(checkpoint_c), "input_size": size},
         "settings": dataclasses.asdict(opts),
         "convert_settings": dataclasses.asdict(m_opts) if completer else None,
+        "convert_decided": decided if completer else None,
     }
     fingerprint = hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()
     provenance["fingerprint"] = fingerprint
@@ -238,4 +239,3 @@ def deocclude_file(
     summary["seconds"] = time.perf_counter() - start
     summary["forwards"] = painter.forwards
     return summary
-

@@ -143,9 +143,7 @@ def hole_l1(batch: dict, filled: np.ndarray) -> float:
     return float(np.abs(filled.astype(np.float32) - truth)[hole].mean())
 
 
-def validate_content(
-    generator: torch.nn.Module, batch: dict, device: torch.device, fills: dict | None = None
-) -> dict:
+def validate_content(generator: torch.nn.Module, batch: dict, device: torch.device, fills: dict | None = None) -> dict:
     """``hole_l1`` of PCNet-C beside ``fill_errors(batch)`` (pass ``fills`` when already computed)."""
     return {"hole_l1": hole_l1(batch, paint(generator, batch, device)), **(fills or fill_errors(batch))}
 
@@ -157,8 +155,11 @@ def save_content_grid(path: Path, batch: dict, painted: np.ndarray, n: int = 8) 
         truth = batch["rgb"][k].permute(1, 2, 0).numpy()
         hole = batch["hole"][k].numpy().astype(bool)
         tiles = [np.where(hole[..., None], 0, truth), np.repeat(hole[..., None] * 255, 3, axis=2), painted[k], truth]
-        rows.append(np.concatenate([np.pad(t.astype(np.uint8), ((2, 2), (2, 2), (0, 0)), constant_values=128)
-                                    for t in tiles], axis=1))
+        rows.append(
+            np.concatenate(
+                [np.pad(t.astype(np.uint8), ((2, 2), (2, 2), (0, 0)), constant_values=128) for t in tiles], axis=1
+            )
+        )
     cv2.imwrite(str(path), np.concatenate(rows, axis=0)[..., ::-1])
 
 

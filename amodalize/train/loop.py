@@ -6,6 +6,7 @@ Run it directly (``train(cfg, paths, run_dir)``) or through ``amodalize train``;
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,11 +21,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
-from amodalize.config import AnyConfig, TrainConfig, from_dict, to_dict
+from amodalize.config import AUTO, AnyConfig, DataConfig, TrainConfig, from_dict, to_dict
 from amodalize.data.formats import read_dataset
+from amodalize.data.gaps import estimate_gap, modal_groups
+from amodalize.data.records import Dataset
 from amodalize.errors import AmodalizeError, InputError
+from amodalize.infer.batcher import Completer, default_batch_size
 from amodalize.models.pcnet_m import foreground_probability, pack_input
 from amodalize.models.unet import UNet, init_weights
+from amodalize.train.calibrate import calibrate
 from amodalize.train.partial import (
     PartialCompletionSet,
     build_bank,
@@ -329,7 +334,9 @@ def train(
     """
     dev, rank, world = start_run(run_dir, resume, device, cfg.optim.batch_size, cfg.run.threads)
     ckpt_path = run_dir / CHECKPOINT
-    bank = build_bank([read_dataset(p) for p in data_paths], workers=-1)
+    datasets = [read_dataset(p) for p in data_paths]
+    bank = build_bank(datasets, workers=-1)
+    data_cfg, gap = resolve_gap(cfg.data, datasets)
     train_ids, val_ids = split_instances(bank, cfg.data, cfg.run.seed)
     model = build_model(cfg).to(dev)
     optimizer = build_optimizer(cfg, model)
@@ -357,6 +364,8 @@ def train(
     writer = rank == 0
     if writer:
         begin_log(run_dir, cfg, start, dev)
+        log_record(run_dir, {"step": start, "gap": gap})
+    calibration: dict = {}
 
     def checkpoint(step: int) -> None:
         if writer:
@@ -369,16 +378,26 @@ def train(
                     "config": to_dict(cfg),
                     "data_fingerprint": bank.fingerprint,
                     "rng": {"torch": torch.get_rng_state()},
+                    "gap": gap,
+                    "calibration": calibration.get("record"),
                 },
                 ckpt_path,
             )
 
-    data = PartialCompletionSet(bank, train_ids, train_ids, cfg.data, cfg.run.seed)
+    data = PartialCompletionSet(bank, train_ids, train_ids, data_cfg, cfg.run.seed)
     loader = rank_loader(data, cfg, start, rank, world, pin=cuda)
-    val_batch = validation_samples(bank, val_ids, train_ids, cfg.data, cfg.run.seed, cfg.run.val_samples)
+    val_batch = validation_samples(bank, val_ids, train_ids, data_cfg, cfg.run.seed, cfg.run.val_samples)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.run.amp else nullcontext()
     if on_ready:
-        on_ready({"start": start, "iters": cfg.optim.iters, "instances": len(bank), "val_instances": len(val_ids)})
+        on_ready(
+            {
+                "start": start,
+                "iters": cfg.optim.iters,
+                "instances": len(bank),
+                "val_instances": len(val_ids),
+                "gap": gap["gap"],
+            }
+        )
 
     def step_fn(batch: dict, step: int) -> dict:
         x = pack_input(batch["modal"], batch["eraser"], batch["category"]).to(dev, non_blocking=True)
@@ -392,7 +411,7 @@ def train(
         return {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]}
 
     net.train()
-    _, metrics = run_steps(
+    step, metrics = run_steps(
         loader, start, step_fn, cfg, run_dir, writer, lambda: validate(model, val_batch, dev), checkpoint, on_step
     )
     if writer:
@@ -401,9 +420,40 @@ def train(
             x = pack_input(val_batch["modal"][:8], val_batch["eraser"][:8], val_batch["category"][:8]).to(dev)
             prob = foreground_probability(model, x).cpu()
         save_grid(run_dir / "val_grid.png", val_batch, prob)
+        if cfg.run.calibration_samples:
+            # held-out targets where there are enough of them; a tiny dataset calibrates on all
+            targets = val_ids if len(val_ids) >= 50 else np.concatenate([train_ids, val_ids])
+            completer = Completer(
+                model, cfg.data.input_size, device=dev, batch_size=default_batch_size(dev, cfg.data.input_size)
+            )
+            found = calibrate(
+                bank,
+                targets,
+                train_ids,
+                data_cfg,
+                int(round(gap["gap"])),
+                completer,
+                cfg.run.seed,
+                cfg.run.calibration_samples,
+            )
+            calibration["record"] = found.to_json()
+            log_record(run_dir, {"step": step, "calibration": calibration["record"]})
+            checkpoint(step)
     if dist.is_initialized():
         dist.barrier()
-    return metrics
+    return {**metrics, "gap": gap["gap"], "calibration": calibration.get("record")}
+
+
+def resolve_gap(data: DataConfig, datasets: list[Dataset]) -> tuple[DataConfig, dict]:
+    """``data`` with an 'auto' gap replaced by the gap measured between the datasets' neighbouring
+    masks, and a record of it (``{"gap", "measured"}``)."""
+    if data.gap != AUTO:
+        return data, {"gap": float(data.gap), "measured": None}
+    measured = estimate_gap([group for ds in datasets for group in modal_groups(ds)])
+    return dataclasses.replace(data, gap=float(measured.gap)), {
+        "gap": float(measured.gap),
+        "measured": measured.to_json(),
+    }
 
 
 def log_record(run_dir: Path, record: dict) -> None:

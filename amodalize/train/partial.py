@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from joblib import Parallel, delayed
 
-from amodalize.config import DataConfig
+from amodalize.config import AUTO, DataConfig
 from amodalize.data.images import ImageCache, crop_image
-from amodalize.data.masks import EMPTY, Crop, Window, decode_crop, resample, square_side
+from amodalize.data.masks import EMPTY, Crop, Window, decode_crop, dilate_square, resample, square_side
 from amodalize.data.records import Dataset, Instance
 
 
@@ -148,14 +148,32 @@ def place_eraser(eraser: np.ndarray, target: np.ndarray, rng: np.random.Generato
     return placed
 
 
+def gap_pixels(gap: float | str, window: Window, size: int, rng: np.random.Generator) -> int:
+    """A gap of ``gap`` image pixels (0.5-1.5x, drawn) in the pixels of a ``size`` patch of ``window``;
+    draws nothing when ``gap`` is 0, so the reference recipe's samples stay as they were."""
+    if gap == AUTO:
+        raise ValueError("data.gap is 'auto': measure it (train.loop.resolve_gap) before drawing samples")
+    if not gap:
+        return 0
+    return round(gap * rng.uniform(0.5, 1.5) * size / (window[2] - window[0]))
+
+
 def make_sample(bank: InstanceBank, target: int, eraser: int, rng: np.random.Generator, cfg: DataConfig) -> dict:
-    """One training sample: ``modal``, ``eraser``, ``target`` (uint8 ``[S, S]``) and ``category``."""
-    a = sample_patch(bank, target, rng, cfg, shift=True)
+    """One training sample: ``modal``, ``eraser``, ``target`` (uint8 ``[S, S]``) and ``category``.
+
+    With ``cfg.gap`` (a number: resolve 'auto' first) the input leaves that many image pixels empty
+    between the eraser and what remains visible of the target, as annotations of real occlusions do.
+    """
+    window, flip = sample_window(bank, target, rng, cfg, shift=True)
+    a = resample(bank.crop(target), window, cfg.input_size)
+    a = a[:, ::-1] if flip else a
     b = place_eraser(sample_patch(bank, eraser, rng, cfg, shift=False), a, rng, cfg)
-    if rng.random() < cfg.eraser_front_prob:
-        modal, erase = a & ~b, b  # case 1: B lies above A
+    front = rng.random() < cfg.eraser_front_prob
+    k = gap_pixels(cfg.gap, window, cfg.input_size, rng)
+    if front:
+        modal, erase = a & ~dilate_square(b, k), b  # case 1: B lies above A
     else:
-        modal, erase = a, b & ~a  # case 2: B lies below A
+        modal, erase = a, b & ~dilate_square(a, k)  # case 2: B lies below A
     return {
         "modal": modal.astype(np.uint8),
         "eraser": erase.astype(np.uint8),

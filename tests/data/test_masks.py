@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
@@ -10,6 +11,7 @@ from amodalize.data.masks import (
     encode_crop,
     resample,
     resample_cover,
+    resample_linear,
     rle_area,
     rle_bbox,
     rle_minus,
@@ -132,3 +134,19 @@ def test_resample_cover_keeps_thin_parts():
     small = np.zeros((4, 4), bool)
     small[1, 1] = True
     assert resample_cover(small, 16)[4:8, 4:8].all()  # enlarging keeps the pixel's whole cell
+
+
+def test_resample_linear_is_the_reference_bilinear_crop_resize():
+    """The reference crops the full-image mask to the square window with zero padding, resizes the
+    0/1 floats bilinearly and keeps > 0.5 (its completion inputs)."""
+    rng = np.random.default_rng(3)
+    full = np.zeros((50, 60), bool)
+    full[10:40, 15:45] = rng.random((30, 30)) > 0.3
+    crop = tight(full)
+    for window, out in (((5, -8, 75, 62), 32), ((20, 20, 30, 30), 32), ((-10, 0, 40, 50), 64)):
+        padded = np.zeros((window[3] - window[1], window[2] - window[0]), np.float32)
+        y0, x0 = max(window[1], 0), max(window[0], 0)
+        y1, x1 = min(window[3], 50), min(window[2], 60)
+        padded[y0 - window[1] : y1 - window[1], x0 - window[0] : x1 - window[0]] = full[y0:y1, x0:x1]
+        expected = cv2.resize(padded, (out, out), interpolation=cv2.INTER_LINEAR) > 0.5
+        assert np.array_equal(resample_linear(crop, window, out), expected)

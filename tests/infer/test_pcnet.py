@@ -55,8 +55,9 @@ def test_dual_completion_orders_and_completes_with_a_known_model():
     assert [(a, b) for a, b, _ in result.edges] == [(2, 1)]  # the bar occludes the square
     got = decode_crop(result.amodal[1]).within((0, 0, 64, 64))
     assert (got & square).sum() / (got | square).sum() > 0.9  # resize rounding at the edges
-    # 2 ordering queries + 2 completions, one of which (the square behind the bar) is reused
-    assert completer.queries == 3
+    # 2 ordering queries; the square's completion behind the bar reuses one, and the bar, with
+    # nothing in front, keeps its visible mask without a forward
+    assert completer.queries == 2
 
 
 def tiny_model(path):
@@ -158,3 +159,38 @@ def test_visible_kept_and_completion_clipped_to_occluders():
     kept = decode_crop(ours[1].amodal[1]).within((0, 0, size, size))
     assert grown.sum() > 1.3 * shape.sum() and ref[1].calibration[0] > 1.3 * ref[1].calibration[1]
     assert np.array_equal(kept, shape)
+
+
+class Recorder(HullNet):
+    """HullNet that keeps every input it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.clone())
+        return super().forward(x)
+
+
+def test_reference_settings_complete_every_instance_from_bilinear_inputs():
+    """The reference completes every instance (the empty one and the one with nothing in front too),
+    from bilinearly resized patches, so no ordering forward is reused."""
+    from amodalize.data.masks import EMPTY, resample_linear
+    from amodalize.pipeline import REFERENCE_SETTINGS
+
+    dataset, _ = square_and_bar()
+    hidden = Instance(3, 1, 1, encode_crop(EMPTY, 64, 64), [40.0, 40.0, 10.0, 10.0], source={"id": 3})
+    dataset.instances.append(hidden)
+    model = Recorder()
+    completer = Completer(model, 32, device=torch.device("cpu"), batch_size=1)
+    opts = ConvertOptions("pcnet", "pcnet", **REFERENCE_SETTINGS)
+    convert_dataset(dataset, opts, completer=completer)
+    assert completer.queries == 2 + 3  # the pair both ways, then all three instances
+    square_query = model.inputs[2][0, 0].numpy() > 0  # the square (id 1) completed behind the bar
+    crop = decode_crop(dataset.instances[0].modal)
+    from amodalize.data.masks import square_window
+
+    window = square_window(dataset.instances[0].bbox)
+    bar = resample_linear(decode_crop(dataset.instances[1].modal), window, 32)
+    assert np.array_equal(square_query, resample_linear(crop, window, 32) & ~bar)

@@ -24,6 +24,7 @@ TINY = [
     "run.val_every=0",
     "run.log_every=1",
     "run.checkpoint_every=3",
+    "run.calibration_samples=0",
 ]
 
 

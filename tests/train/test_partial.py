@@ -1,9 +1,10 @@
 import cv2
 import numpy as np
+import pytest
 
 from amodalize.config import DataConfig
 from amodalize.data.formats import read_dataset
-from amodalize.data.masks import Crop, resample
+from amodalize.data.masks import Crop, dilate_square, resample
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.train.partial import (
     PartialCompletionSet,
@@ -14,7 +15,7 @@ from amodalize.train.partial import (
     translate,
 )
 
-CFG = DataConfig(input_size=32)
+CFG = DataConfig(input_size=32, gap=0)
 
 
 def bank_of(tmp_path, n=6):
@@ -63,6 +64,26 @@ def test_both_cases_follow_the_recipe(tmp_path):
             assert np.array_equal(modal, target & ~eraser)
             cases.add(1)  # eraser B above the target
     assert cases == {1, 2}
+
+
+def test_gap_leaves_empty_pixels_between_eraser_and_target(tmp_path):
+    bank = bank_of(tmp_path)
+    gapped = DataConfig(input_size=32, gap=8, eraser_front_prob=1.0)
+    cut = 0
+    for seed in range(20):
+        plain = make_sample(
+            bank, 0, 1, np.random.default_rng(seed), DataConfig(input_size=32, gap=0, eraser_front_prob=1.0)
+        )
+        s = make_sample(bank, 0, 1, np.random.default_rng(seed), gapped)
+        modal, eraser, target = (s[k].astype(bool) for k in ("modal", "eraser", "target"))
+        # the same target and eraser: only the input loses the band along the eraser
+        assert np.array_equal(target, plain["target"]) and np.array_equal(eraser, plain["eraser"])
+        assert not (modal & ~plain["modal"].astype(bool)).any()
+        assert not (dilate_square(eraser, 1) & modal).any()  # at least 1 patch pixel apart
+        cut += np.count_nonzero(plain["modal"].astype(bool) & ~modal)
+    assert cut > 0
+    with pytest.raises(ValueError, match="auto"):
+        make_sample(bank, 0, 1, np.random.default_rng(0), DataConfig(input_size=32))
 
 
 def test_samples_are_a_function_of_seed_and_index(tmp_path):

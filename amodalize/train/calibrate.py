@@ -1,0 +1,177 @@
+"""Thresholds chosen without ground truth: synthetic occlusions built from the dataset's own
+instances, whose order and full masks are known by construction.
+
+Each scene is one held-out instance A seen through its inference window, with another instance B
+placed over it by the training recipe (scaled to A's window, cutting an accepted share of A) and
+the dataset's measured gap left between B and what stays visible of A. The scenes go through the
+same code as ``convert`` (pair test, dual completion, completion behind B); the foreground
+thresholds and the eraser dilation are then chosen to maximise ordering accuracy and the pooled
+IoU of A's completion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from amodalize.config import DataConfig
+from amodalize.convert import ConvertOptions, completion, prepare, run_queries
+from amodalize.data.masks import Crop, dilate_square, encode_crop, erode_square, resample, rle_bbox, square_window
+from amodalize.data.records import ImageRecord, Instance
+from amodalize.infer.batcher import Completer
+from amodalize.infer.order import increment
+from amodalize.train.partial import InstanceBank, place_eraser, sample_window
+
+ORDER_GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
+AMODAL_GRID = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
+# Accuracy or IoU within this of the best counts as a tie; the middle of the tied range is chosen.
+TIE = 0.005
+# Cuts smaller than this share of A hide too little to order; they only add noise to the choice.
+MIN_CUT = 0.05
+METHOD = (
+    "held-out instances of the training data, each with another instance placed over it by the "
+    "training recipe and the measured gap left between them; thresholds and eraser dilation that "
+    "maximise ordering accuracy, then pooled completion IoU"
+)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What calibration chose and how well it did on its scenes.
+
+    order_th, amodal_th: foreground thresholds for ordering and completion.
+    eraser_dilate: image pixels to grow erasers by.
+    gap: the gap (image pixels) the scenes were built with.
+    samples: scenes used; order_acc, iou: their ordering accuracy and pooled IoU of A at the choice.
+    """
+
+    order_th: float
+    amodal_th: float
+    eraser_dilate: int
+    gap: int
+    samples: int
+    order_acc: float
+    iou: float
+    method: str = METHOD
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def dilation_candidates(gap: int) -> list[int]:
+    """Eraser dilations worth trying for masks ``gap`` pixels apart: none, part of, all of and
+    more than the gap."""
+    return sorted({0, gap // 2, gap, gap + max(1, gap // 2), 2 * gap})
+
+
+def occlusion_scene(
+    bank: InstanceBank, target: int, eraser: int, rng: np.random.Generator, cfg: DataConfig, gap: int, max_side: int
+) -> tuple[ImageRecord, list[Instance], np.ndarray] | None:
+    """One scene: instance ``target`` (A, id 1) partly behind ``eraser`` (B, id 2) with ``gap``
+    image pixels between them, on a canvas of A's inference window (at most ``max_side`` pixels a
+    side, rescaled with the gap). Returns (image, [A, B] with visible masks, A's full mask), or None
+    when B hides nothing of A or too little of A stays visible."""
+    window = square_window(bank.boxes[target], cfg.enlarge_box, cfg.min_side_ratio)
+    side = min(window[2] - window[0], max_side)
+    a = resample(bank.crop(target), window, side)
+    b_window, flip = sample_window(bank, eraser, rng, cfg, shift=False)
+    b = resample(bank.crop(eraser), b_window, side)
+    b = place_eraser(b[:, ::-1] if flip else b, a, rng, dataclasses.replace(cfg, min_cut_ratio=MIN_CUT))
+    # the gap is split between the two masks, as annotators draw each one a little inside its object
+    k = round(gap * side / (window[2] - window[0]))
+    visible = a & ~dilate_square(b, k - k // 2)
+    front = erode_square(b, k // 2)
+    if not (a & b).any() or np.count_nonzero(visible) < 16 or not front.any():
+        return None
+    image = ImageRecord(0, side, side, None)
+    instances = []
+    for ann_id, (k_bank, mask) in enumerate(((target, visible), (eraser, front)), start=1):
+        rle = encode_crop(Crop(mask), side, side)
+        instances.append(Instance(ann_id, 0, int(bank.categories[k_bank]), rle, rle_bbox(rle)))
+    return image, instances, a
+
+
+def build_scenes(
+    bank: InstanceBank, targets: np.ndarray, erasers: np.ndarray, cfg: DataConfig, gap: int, seed: int, n: int
+) -> list[tuple[ImageRecord, list[Instance], np.ndarray]]:
+    """``n`` occlusion scenes (fewer if too many draws fail), a function of ``seed``."""
+    scenes = []
+    for k in range(4 * n):
+        if len(scenes) == n:
+            break
+        rng = np.random.default_rng([seed, 5, k])
+        target, eraser = int(targets[k % len(targets)]), int(erasers[rng.integers(len(erasers))])
+        scene = occlusion_scene(bank, target, eraser, rng, cfg, gap, 4 * cfg.input_size)
+        if scene is not None:
+            scenes.append(scene)
+    return scenes
+
+
+def _middle_of_best(scores: list[float], values: tuple[float, ...]) -> tuple[float, float]:
+    """The value in the middle of those scoring within TIE of the best, and the best score."""
+    best = max(scores)
+    tied = [v for v, s in zip(values, scores) if s >= best - TIE]
+    return tied[len(tied) // 2], best
+
+
+def _score_dilation(scenes: list, completer: Completer, opts: ConvertOptions) -> tuple[float, float, float, float]:
+    """For one dilation: the chosen (order_th, accuracy, amodal_th, iou) over ``scenes``."""
+    works = [prepare(image, insts, opts) for image, insts, _ in scenes]
+    queries = [(w, t, (1 - t,)) for w, work in enumerate(works) if work.pairs for t in (0, 1)]
+    modal, eraser, prob = run_queries(works, queries, completer, opts) if queries else (None, None, None)
+    row = {q: n for n, q in enumerate(queries)}
+
+    def a_in_front_of_b_wrong(w: int, th: float) -> bool:
+        """True unless A (index 0) grows more behind B than B behind A, i.e. B is found in front."""
+        if not works[w].pairs:
+            return True
+        qa, qb = row[(w, 0, (1,))], row[(w, 1, (0,))]
+        grow_a = increment(prob[qa], modal[qa], eraser[qa], works[w].windows[0], th, opts.increment)
+        grow_b = increment(prob[qb], modal[qb], eraser[qb], works[w].windows[1], th, opts.increment)
+        return not grow_a > grow_b
+
+    accuracy = [1 - float(np.mean([a_in_front_of_b_wrong(w, th) for w in range(len(works))])) for th in ORDER_GRID]
+    order_th, acc = _middle_of_best(accuracy, ORDER_GRID)
+    ordered = [not a_in_front_of_b_wrong(w, order_th) for w in range(len(works))]
+    ious = []
+    for th in AMODAL_GRID:
+        inter = union = 0
+        for w, (work, (_, _, full)) in enumerate(zip(works, scenes)):
+            if ordered[w]:
+                crop = completion(prob[row[(w, 0, (1,))]], work, 0, (1,), th, opts)
+            else:  # nothing in front of A: it keeps its visible mask
+                crop = work.crops[0]
+            pred = crop.within((0, 0, full.shape[1], full.shape[0]))
+            inter += np.count_nonzero(pred & full)
+            union += np.count_nonzero(pred | full)
+        ious.append(inter / union)
+    amodal_th, iou = _middle_of_best(ious, AMODAL_GRID)
+    return order_th, acc, amodal_th, iou
+
+
+def calibrate(
+    bank: InstanceBank,
+    targets: np.ndarray,
+    erasers: np.ndarray,
+    cfg: DataConfig,
+    gap: int,
+    completer: Completer,
+    seed: int = 0,
+    samples: int = 300,
+) -> Calibration:
+    """Thresholds and eraser dilation for data whose neighbours lie ``gap`` pixels apart, chosen
+    on ``samples`` synthetic occlusions of ``targets`` (held-out instances) by ``erasers``."""
+    scenes = build_scenes(bank, targets, erasers, cfg, gap, seed, samples)
+    if not scenes:
+        raise ValueError("no instance pair makes an occlusion scene to calibrate on")
+    best = None
+    for dilate in dilation_candidates(gap):
+        opts = ConvertOptions("pcnet", "pcnet", eraser_dilate=dilate, gap=gap)
+        order_th, acc, amodal_th, iou = _score_dilation(scenes, completer, opts)
+        if best is None or acc + iou > best.order_acc + best.iou + 1e-9:
+            best = Calibration(
+                order_th, amodal_th, dilate, gap, len(scenes), round(float(acc), 4), round(float(iou), 4)
+            )
+    return best

@@ -1,0 +1,100 @@
+"""Are the defaults right without ground truth? `convert` with no tuning flags against the best
+hand-tuned setting found with ground truth, and against the Convex / Convex^R heuristics.
+
+    python scripts/bench_defaults.py --checkpoint run/checkpoint.pt \
+        --set clean=demo/synth-test/modal.json:demo/synth-test/gt.json \
+        --set cocoa=../shared/data/cocoa-demo/1.json:../shared/data/cocoa-demo/1.json,...
+
+A set is NAME=INPUT:GT[,INPUT:GT...] (several files are pooled). Synth ground truth is scored with
+its annotated order (masks with gaps do not touch), other files with the order derived from the
+masks (the reference protocol). The hand-tuned setting is found by coordinate search over the eraser
+dilation, then the ordering threshold, then the completion threshold (twice round), maximising
+ordering accuracy + pooled IoU. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from amodalize.data.formats import read_dataset  # noqa: E402
+from amodalize.evaluate import evaluate  # noqa: E402
+from amodalize.pipeline import convert_file  # noqa: E402
+
+ORDER = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+AMODAL = (0.2, 0.3, 0.35, 0.4, 0.5, 0.6)
+DILATE = (0, 1, 2, 3, 4, 5, 6, 8)
+
+
+def score(files: list[tuple[Path, Path]], tmp: Path, **settings: object) -> dict:
+    """Pooled ordering accuracy and IoU of one conversion setting over ``files``."""
+    correct = pairs = inter = union = 0
+    decided = None
+    for k, (src, gt_path) in enumerate(files):
+        out = tmp / f"out{k}.json"
+        convert_file(src, out, **settings)
+        gt = read_dataset(gt_path)
+        annotated = gt.format == "coco_amodal" and all(i.occluded_by is not None for i in gt.instances)
+        m = evaluate(read_dataset(out, "coco_amodal"), gt, "annotated" if annotated else "masks")
+        correct, pairs = correct + m["order_correct"], pairs + m["order_pairs"]
+        inter, union = inter + m["sum_intersection"], union + m["sum_union"]
+        decided = decided or json.loads(out.read_text())["info"]["amodalize"]
+    return {
+        "order_acc": round(100 * correct / max(pairs, 1), 2),
+        "pooled_iou": round(100 * inter / max(union, 1), 2),
+        "pairs": pairs,
+        "settings": {k: decided["settings"][k] for k in ("order_th", "amodal_th", "eraser_dilate", "gap")},
+        "decided": decided.get("decided"),
+    }
+
+
+def hand_tuned(files: list[tuple[Path, Path]], tmp: Path, checkpoint: Path) -> dict:
+    """The best setting coordinate search finds with ground truth (accuracy + IoU)."""
+    best = {"order_th": 0.3, "amodal_th": 0.35, "eraser_dilate": 0}
+    tried: dict = {}
+
+    def total(setting: dict) -> float:
+        key = tuple(sorted(setting.items()))
+        if key not in tried:
+            tried[key] = score(files, tmp, checkpoint=checkpoint, **setting)
+        return tried[key]["order_acc"] + tried[key]["pooled_iou"]
+
+    for _ in range(2):
+        for name, grid in (("eraser_dilate", DILATE), ("order_th", ORDER), ("amodal_th", AMODAL)):
+            best[name] = max(grid, key=lambda v, n=name: total({**best, n: v}))
+    result = tried[tuple(sorted(best.items()))]
+    return {**result, "best_order_acc": max(r["order_acc"] for r in tried.values()), "tried": len(tried)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=INPUT:GT[,...]")
+    parser.add_argument("--no-search", action="store_true", help="Skip the hand-tuned search.")
+    args = parser.parse_args()
+    report = {"checkpoint": str(args.checkpoint), "sets": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for item in args.sets:
+            name, _, spec = item.partition("=")
+            files = [tuple(Path(p) for p in pair.split(":")) for pair in spec.split(",")]
+            start = time.perf_counter()
+            row = {
+                "defaults": score(files, Path(tmp), checkpoint=args.checkpoint),
+                "convex_r": score(files, Path(tmp), method="convex-r", order="convex"),
+            }
+            if not args.no_search:
+                row["hand_tuned"] = hand_tuned(files, Path(tmp), args.checkpoint)
+            row["seconds"] = round(time.perf_counter() - start, 1)
+            report["sets"][name] = row
+            print(f"{name}: {json.dumps(row)}", file=sys.stderr)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Calibration without ground truth, and how convert decides its settings from it."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from amodalize.config import DataConfig
+from amodalize.data.formats import read_dataset
+from amodalize.data.synth import SynthOptions, make_dataset
+from amodalize.infer.batcher import Completer
+from amodalize.models.pcnet_m import load_pcnet_m
+from amodalize.pipeline import REFERENCE_SETTINGS
+from amodalize.train.calibrate import AMODAL_GRID, ORDER_GRID, build_scenes, calibrate, dilation_candidates
+from amodalize.train.loop import train
+from amodalize.train.partial import build_bank
+from tests.conftest import invoke
+from tests.infer.test_pcnet import HullNet, tiny_model
+from tests.models.test_unet import to_reference
+from tests.train.test_loop import tiny
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    modal, _ = make_dataset(tmp_path_factory.mktemp("synth"), 12, 3, SynthOptions(width=96, height=96))
+    return build_bank([read_dataset(modal)], workers=1)
+
+
+def test_scenes_hide_part_of_the_target_behind_the_eraser_with_the_gap(bank):
+    everyone = np.arange(len(bank))
+    for gap in (0, 4):
+        scenes = build_scenes(bank, everyone, everyone, DataConfig(input_size=32, gap=gap), gap, 0, 20)
+        assert len(scenes) == 20
+        for image, (a, b), full in scenes:
+            visible, front = (read_mask(i, image) for i in (a, b))
+            assert not (visible & ~full).any() and (full & ~visible).any()  # A is partly hidden
+            assert not (visible & front).any()
+            if gap:  # nothing of the front mask within the gap of A's visible part
+                from amodalize.data.masks import dilate_square
+
+                assert not (dilate_square(front, 1) & visible).any()
+
+
+def read_mask(inst, image):
+    from amodalize.data.masks import decode_crop
+
+    return decode_crop(inst.modal).within((0, 0, image.width, image.height))
+
+
+def test_a_model_that_completes_hulls_is_calibrated_to_order_well(bank):
+    everyone = np.arange(len(bank))
+    completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=16)
+    cal = calibrate(bank, everyone, everyone, DataConfig(input_size=32, gap=0), 0, completer, samples=40)
+    again = calibrate(bank, everyone, everyone, DataConfig(input_size=32, gap=0), 0, completer, samples=40)
+    assert cal == again  # a function of the seed
+    assert cal.samples == 40 and cal.order_acc > 0.7 and 0.7 < cal.iou <= 1
+    assert cal.order_th in ORDER_GRID and cal.amodal_th in AMODAL_GRID and cal.eraser_dilate in dilation_candidates(0)
+
+
+def test_dilation_candidates_bracket_the_gap():
+    assert dilation_candidates(0) == [0, 1] and dilation_candidates(4) == [0, 2, 4, 6, 8]
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """A tiny PCNet-M trained and calibrated on clean synth scenes (gap 0)."""
+    tmp = tmp_path_factory.mktemp("run")
+    modal, _ = make_dataset(tmp / "data", 8, 0, SynthOptions(width=96, height=96))
+    metrics = train(tiny(6, "run.calibration_samples=16"), [modal], tmp / "run", device="cpu")
+    return tmp / "run" / "checkpoint.pt", metrics
+
+
+def test_training_ends_with_a_calibration_in_the_checkpoint(calibrated):
+    path, metrics = calibrated
+    loaded = load_pcnet_m(path)
+    assert loaded.calibration == metrics["calibration"] and loaded.calibration["gap"] == 0
+    assert loaded.calibration["samples"] == 16 and metrics["gap"] == 0
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["gap"]["measured"]["gap"] == 0
+    records = [json.loads(line) for line in (path.parent / "log.jsonl").read_text().splitlines()]
+    assert [r["calibration"] for r in records if "calibration" in r] == [metrics["calibration"]]
+
+
+def test_convert_uses_the_calibration_and_flags_override_it(tmp_path, calibrated):
+    path, metrics = calibrated
+    cal = metrics["calibration"]
+    modal, _ = make_dataset(tmp_path / "s", 3, 9, SynthOptions(width=96, height=96))
+    invoke(["convert", modal, tmp_path / "a.json", "--checkpoint", path])
+    info = json.loads((tmp_path / "a.json").read_text())["info"]["amodalize"]
+    assert info["decided"]["source"] == "the checkpoint's calibration" and info["decided"]["gap"]["gap"] == 0
+    assert {k: info["settings"][k] for k in ("order_th", "amodal_th", "eraser_dilate")} == {
+        k: cal[k] for k in ("order_th", "amodal_th", "eraser_dilate")
+    }
+    invoke(["convert", modal, tmp_path / "b.json", "--checkpoint", path, "--order-th", "0.77", "--eraser-dilate", "3"])
+    settings = json.loads((tmp_path / "b.json").read_text())["info"]["amodalize"]["settings"]
+    assert settings["order_th"] == 0.77 and settings["eraser_dilate"] == 3 and settings["amodal_th"] == cal["amodal_th"]
+    assert settings["gap"] == 0  # an explicit dilation measures no gap
+
+
+def test_input_with_another_gap_is_calibrated_on_itself(tmp_path, calibrated):
+    path, _ = calibrated
+    modal, _ = make_dataset(tmp_path / "s", 6, 9, SynthOptions(width=96, height=96, gap=1))
+    result = invoke(["convert", modal, tmp_path / "o.json", "--checkpoint", path])
+    info = json.loads((tmp_path / "o.json").read_text())["info"]["amodalize"]
+    assert info["decided"]["gap"]["gap"] == 2 and info["settings"]["gap"] == 2
+    assert (
+        info["decided"]["source"].startswith("a calibration on the input")
+        and info["decided"]["calibration"]["gap"] == 2
+    )
+    assert info["settings"]["eraser_dilate"] in dilation_candidates(2)
+    assert "neighbouring masks 2 px" in result.stderr
+
+
+def test_reference_checkpoint_keeps_the_reference_thresholds_and_reference_flag_fixes_all(tmp_path):
+    state = {to_reference(k): v for k, v in tiny_unet_state().items()}
+    ckpt = tmp_path / "COCOA_pcnet_m.pth.tar"
+    torch.save({"state_dict": state}, ckpt)
+    modal, _ = make_dataset(tmp_path / "s", 2, 1, SynthOptions(width=64, height=64, gap=1))
+    invoke(["convert", modal, tmp_path / "o.json", "--checkpoint", ckpt])
+    info = json.loads((tmp_path / "o.json").read_text())["info"]["amodalize"]
+    assert (info["settings"]["order_th"], info["settings"]["amodal_th"]) == (0.1, 0.2)
+    assert info["settings"]["eraser_dilate"] == info["settings"]["gap"] == 2  # the gap is bridged
+    invoke(["convert", modal, tmp_path / "r.json", "--checkpoint", ckpt, "--reference"])
+    info = json.loads((tmp_path / "r.json").read_text())["info"]["amodalize"]
+    assert {k: info["settings"][k] for k in REFERENCE_SETTINGS} == REFERENCE_SETTINGS
+    assert info["settings"]["gap"] == 0 and info["decided"]["source"] == "reference protocol"
+
+
+def tiny_unet_state():
+    from amodalize.models.unet import UNet
+
+    torch.manual_seed(0)
+    return UNet(2, 2, widen=2).state_dict()
+
+
+def test_uncalibrated_amodalize_checkpoint_bridges_the_measured_gap(tmp_path):
+    ckpt = tiny_model(tmp_path / "m.pt")
+    modal, _ = make_dataset(tmp_path / "s", 3, 1, SynthOptions(width=96, height=96, gap=1))
+    invoke(["convert", modal, tmp_path / "o.json", "--checkpoint", ckpt])
+    info = json.loads((tmp_path / "o.json").read_text())["info"]["amodalize"]
+    assert info["decided"]["source"].startswith("reference thresholds")
+    assert (info["settings"]["order_th"], info["settings"]["amodal_th"], info["settings"]["eraser_dilate"]) == (
+        0.1,
+        0.2,
+        2,
+    )
