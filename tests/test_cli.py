@@ -98,6 +98,22 @@ BROKEN = {
         }
     ),
     "empty": json.dumps({"images": [], "annotations": []}),
+    "corrupt-rle": json.dumps(
+        {
+            "images": [{"id": 1, "width": 20, "height": 20}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 1, "segmentation": {"size": [20, 20], "counts": "Y3~~0k4"}}
+            ],
+        }
+    ),
+    "truncated-rle": json.dumps(  # a valid 20x20 mask's counts with their end cut off
+        {
+            "images": [{"id": 1, "width": 20, "height": 20}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 1, "segmentation": {"size": [20, 20], "counts": "Y35?0000"}}
+            ],
+        }
+    ),
 }
 
 

@@ -102,11 +102,41 @@ def to_rle(segmentation: object, height: int, width: int) -> dict:
             rle = mask_utils.frPyObjects(segmentation, height, width)
         elif isinstance(counts, (str, bytes)):
             rle = {"size": size, "counts": counts.encode() if isinstance(counts, str) else counts}
+            runs = compressed_counts(rle["counts"])
+            if runs is None or (runs < 0).any() or runs.sum() != height * width:
+                raise FormatError("compressed RLE counts are corrupt (they do not decode to height*width pixels)")
         else:
             raise FormatError("RLE counts must be a list or a string")
     else:
         raise FormatError("segmentation is neither polygons nor RLE")
     return _jsonable(rle)
+
+
+def compressed_counts(text: bytes) -> np.ndarray | None:
+    """The run lengths of a COCO compressed RLE string (pycocotools' rleFrString), or None when the
+    string is not one: characters outside '0'..'o' or a number cut off at the end.
+
+    Each run is a little-endian series of 5-bit groups in ``char - 48``; bit 0x20 says another group
+    follows, bit 0x10 of the last group is the sign; from the fourth run on, each is stored as the
+    difference to the run two places before.
+    """
+    codes = np.frombuffer(text, dtype=np.uint8).astype(np.int64) - 48
+    if codes.size == 0:
+        return np.zeros(0, np.int64)
+    if codes.min() < 0 or codes.max() > 63 or codes[-1] & 0x20:
+        return None
+    last = ~(codes & 0x20).astype(bool)  # the last group of each number
+    number = np.cumsum(np.concatenate([[0], last[:-1]]))  # which number each group belongs to
+    first = np.flatnonzero(np.concatenate([[True], last[:-1]]))
+    position = np.arange(codes.size) - first[number]
+    value = np.bincount(number, weights=(codes & 0x1F) << (5 * position)).astype(np.int64)
+    ends = np.flatnonzero(last)
+    negative = (codes[ends] & 0x10).astype(bool)
+    value[negative] -= np.left_shift(1, 5 * (position[ends][negative] + 1))
+    runs = value.copy()
+    runs[1::2] = np.cumsum(value[1::2])  # runs 3, 5, ... add the run two before
+    runs[2::2] = np.cumsum(value[2::2])  # runs 4, 6, ... likewise
+    return runs
 
 
 def _jsonable(rle: dict) -> dict:

@@ -6,6 +6,7 @@ from pycocotools import mask as mask_utils
 from amodalize.data.masks import (
     EMPTY,
     Crop,
+    compressed_counts,
     convex_hull,
     decode_crop,
     encode_crop,
@@ -150,3 +151,25 @@ def test_resample_linear_is_the_reference_bilinear_crop_resize():
         padded[y0 - window[1] : y1 - window[1], x0 - window[0] : x1 - window[0]] = full[y0:y1, x0:x1]
         expected = cv2.resize(padded, (out, out), interpolation=cv2.INTER_LINEAR) > 0.5
         assert np.array_equal(resample_linear(crop, window, out), expected)
+
+
+def test_compressed_counts_decode_what_pycocotools_encodes():
+    rng = np.random.default_rng(0)
+    for t in range(60):
+        h, w = (int(v) for v in rng.integers(1, 60, 2))
+        mask = np.asfortranarray((rng.random((h, w)) > rng.random()).astype(np.uint8))
+        if t % 7 == 0:
+            mask[:] = t % 2
+        flat = mask.flatten(order="F")
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+        runs = np.concatenate([[0] * int(flat[0]), np.diff(bounds)])  # runs start with zeros
+        assert np.array_equal(compressed_counts(mask_utils.encode(mask)["counts"]), runs)
+    assert compressed_counts(b"!!") is None and compressed_counts(b"Y3o") is None  # bad char, cut number
+
+
+def test_corrupt_compressed_rle_is_a_format_error():
+    good = mask_utils.encode(np.asfortranarray(np.eye(20, dtype=np.uint8)))["counts"].decode()
+    assert to_rle({"size": [20, 20], "counts": good}, 20, 20)["counts"] == good
+    for bad in (good[:-3], good + "0", "Y3~~0k4"):
+        with pytest.raises(FormatError, match="corrupt"):
+            to_rle({"size": [20, 20], "counts": bad}, 20, 20)
