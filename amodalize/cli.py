@@ -117,23 +117,24 @@ FORMAT_OPTION = click.option(
 @click.argument("output_json", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--checkpoint",
-    type=EXISTING_FILE,
     default=None,
-    help="PCNet-M checkpoint (amodalize train output or the reference's *.pth.tar).",
+    metavar="NAME|PATH",
+    help="PCNet-M: a shipped model by name, an `amodalize train` checkpoint or the reference's *.pth.tar "
+    "[default: the shipped model 'general'].",
 )
 @click.option(
     "--method",
     type=click.Choice(["raw", "convex", "convex-r", "pcnet"]),
-    default=None,
-    help="Amodal completion: pcnet (default with --checkpoint); raw = visible mask; convex = its hull; "
-    "convex-r = hull kept only under occluders (default without).",
+    default="pcnet",
+    help="Amodal completion: pcnet; raw = visible mask; convex = its hull; convex-r = hull kept only under "
+    "occluders (no model).",
 )
 @click.option(
     "--order",
     "order",
     type=click.Choice(["area", "y-axis", "convex", "pcnet"]),
     default=None,
-    help="Ordering method: pcnet dual completion (default with --checkpoint), else convex.",
+    help="Ordering method: pcnet dual completion [default: pcnet with --method pcnet or --checkpoint, else convex].",
 )
 @click.option(
     "--area-front",
@@ -203,7 +204,7 @@ FORMAT_OPTION = click.option(
     metavar="K/N",
     help="Convert only shard K of N (images K, K+N, ...) into a part file for `amodalize merge`.",
 )
-def convert(input_json: Path, output_json: Path, checkpoint: Path | None, shard: str | None, **options: object) -> None:
+def convert(input_json: Path, output_json: Path, checkpoint: str | None, shard: str | None, **options: object) -> None:
     """Write INPUT_JSON with amodal masks and occlusion order added as OUTPUT_JSON.
 
     Every input field is kept; see README "Output schema". Examples:
@@ -256,6 +257,9 @@ def convert(input_json: Path, output_json: Path, checkpoint: Path | None, shard:
         f"{summary['cyclic_images']} images with an order cycle, {summary['seconds']:.1f} s",
         soft_wrap=True,
     )
+    model = summary.get("model")
+    if model:
+        console.print(escape(f"PCNet-M: {model}"), soft_wrap=True)
     console.print(escape(settings_line(summary["settings"], summary["decided"])), soft_wrap=True)
     if summary.get("warning"):
         console.print(f"[bold yellow]warning:[/] {escape(summary['warning'])}", soft_wrap=True)
@@ -583,10 +587,10 @@ def _ids(text: str | None, option: str) -> list[int] | None:
 @click.option("--checkpoint-c", type=EXISTING_FILE, required=True, help="PCNet-C checkpoint (train --model pcnet-c).")
 @click.option(
     "--checkpoint-m",
-    type=EXISTING_FILE,
     default=None,
-    help="PCNet-M checkpoint for the amodal masks and order; without it ANN_JSON must carry amodal masks "
-    "(an `amodalize convert` output or amodal ground truth).",
+    metavar="NAME|PATH",
+    help="PCNet-M (shipped model name or checkpoint) for the amodal masks and order [default: ANN_JSON's own "
+    "amodal masks where it has them (a convert output, amodal ground truth), else the shipped model 'general'].",
 )
 @click.option("--images", "image_ids", default=None, help="Comma-separated image ids (default: all).")
 @ORDER_TH_OPTION
@@ -632,7 +636,7 @@ def deocclude(
     out_dir: Path,
     images_dir: Path,
     checkpoint_c: Path,
-    checkpoint_m: Path | None,
+    checkpoint_m: str | None,
     image_ids: str | None,
     order_th: float | None,
     amodal_th: float | None,

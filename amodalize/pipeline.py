@@ -25,9 +25,9 @@ from amodalize.data.formats.detections import read_detections
 from amodalize.data.gaps import estimate_gap, modal_groups
 from amodalize.data.records import Dataset, ImageResult
 from amodalize.data.writer import augment, merge_parts, write_json_atomic
-from amodalize.errors import AmodalizeError
 from amodalize.infer.batcher import Completer, default_batch_size
 from amodalize.models.pcnet_m import load_pcnet_m
+from amodalize.models.registry import DEFAULT_MODEL, file_sha256, resolve_checkpoint
 from amodalize.train.calibrate import calibrate
 from amodalize.train.loop import resolve_device
 from amodalize.train.partial import build_bank
@@ -36,24 +36,20 @@ from amodalize.train.partial import build_bank
 CALIBRATION_LIMIT = 1.3
 
 
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_completer(checkpoint: Path, device: str = "auto", batch_size: int | None = None) -> tuple[Completer, dict]:
-    """A Completer for a PCNet-M checkpoint and its provenance record (with its calibration)."""
-    loaded = load_pcnet_m(checkpoint)
+def load_completer(
+    checkpoint: str | Path | None, device: str = "auto", batch_size: int | None = None
+) -> tuple[Completer, dict]:
+    """A Completer for a PCNet-M checkpoint (a path, the name of a shipped model, or None for the
+    default shipped one) and its provenance record (with its calibration)."""
+    path, shipped = resolve_checkpoint(checkpoint or DEFAULT_MODEL)
+    loaded = load_pcnet_m(path)
     dev = resolve_device(device)
     batch = batch_size or default_batch_size(dev, loaded.input_size)
     completer = Completer(loaded.model, loaded.input_size, device=dev, batch_size=batch, amp=False)
     info = {
-        "path": str(checkpoint),
-        "sha256": sha256(checkpoint),
+        "path": str(path),
+        "shipped_model": shipped,
+        "sha256": file_sha256(path),
         "kind": loaded.kind,
         "input_size": loaded.input_size,
         "calibration": loaded.calibration,
@@ -183,7 +179,7 @@ def convert_file(
     input_json: Path,
     output_json: Path,
     *,
-    checkpoint: Path | None = None,
+    checkpoint: str | Path | None = None,
     method: str | None = None,
     order: str | None = None,
     fmt: str | None = None,
@@ -207,11 +203,9 @@ def convert_file(
     Returns a summary (images, instances, edges, pairs, seconds, forwards, queries, warning).
     """
     start = time.perf_counter()
-    method = method or ("pcnet" if checkpoint else "convex-r")
-    order = order or ("pcnet" if checkpoint else "convex")
+    method = method or "pcnet"
+    order = order or ("pcnet" if method == "pcnet" or checkpoint else "convex")
     needs_model = "pcnet" in (method, order)
-    if needs_model and checkpoint is None:
-        raise AmodalizeError("--method/--order pcnet needs a PCNet-M --checkpoint (train one with `amodalize train`)")
     dataset = read_detections(input_json, images_from, min_score) if images_from else read_dataset(input_json, fmt)
     images = dataset.images if shard is None else dataset.images[shard[0] :: shard[1]]
     completer, ckpt_info = load_completer(checkpoint, device, batch_size) if needs_model else (None, None)
@@ -223,7 +217,7 @@ def convert_file(
         "settings": {k: v for k, v in opts.__dict__.items() if k not in ("method", "order")},
         "decided": decided,
         "input": str(input_json),
-        "input_sha256": sha256(input_json),
+        "input_sha256": file_sha256(input_json),
         "input_format": "detections" if images_from else dataset.format,
         "images_from": str(images_from) if images_from else None,
         "min_score": min_score if images_from else None,
@@ -254,6 +248,9 @@ def convert_file(
     store.remove()
     summary = _summary(part, results, completer, opts, time.perf_counter() - start)
     summary["decided"] = decided
+    if ckpt_info:
+        shipped = ckpt_info["shipped_model"]
+        summary["model"] = f"the shipped model {shipped!r}" if shipped else ckpt_info["path"]
     return summary
 
 

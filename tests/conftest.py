@@ -1,7 +1,8 @@
-"""Shared fixtures: the real COCOA demo files beside the project, and a CLI runner."""
+"""Shared fixtures: COCOA files (made, and the real demo files beside the project), and a CLI runner."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from amodalize.cli import cli
+from tests.cocoa_like import write_cocoa_like
 
 # The 5 real COCOA images beside the checkout (../shared/data/cocoa-demo), or where
 # AMODALIZE_COCOA_DEMO points. Where they are absent, the tests that read them skip; what they
@@ -20,11 +22,20 @@ COCOA_DEMO = Path(
 )
 
 
-@pytest.fixture(scope="session")
-def cocoa_demo() -> Path:
+@pytest.fixture(scope="session", params=["made", "demo"])
+def cocoa_files(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of 5 per-image COCOA files 1.json..5.json with their images beside: made from synth
+    scenes (always), and the real COCOA demo (where it is found)."""
+    if request.param == "made":
+        return write_cocoa_like(tmp_path_factory.mktemp("cocoa-like"), images=5)
     if not (COCOA_DEMO / "1.json").is_file():
         pytest.skip(f"COCOA demo data not found at {COCOA_DEMO} (set AMODALIZE_COCOA_DEMO to its folder)")
     return COCOA_DEMO
+
+
+def regions(path: Path) -> int:
+    """Regions (instances) in a per-image COCOA file."""
+    return len(json.loads(path.read_text())["regions"])
 
 
 def invoke(args: list[str], exit_code: int = 0):

@@ -10,6 +10,7 @@ from amodalize.data.formats import read_dataset
 from amodalize.data.writer import augment, write_json_atomic
 from amodalize.errors import InputError
 from amodalize.evaluate import evaluate
+from tests.conftest import regions
 
 
 def raw_masks(path):
@@ -31,17 +32,17 @@ def converted(tmp_path, path, method, order="convex"):
     return read_dataset(out)
 
 
-def test_raw_pooled_iou_matches_an_independent_count(tmp_path, cocoa_demo):
+def test_raw_pooled_iou_matches_an_independent_count(tmp_path, cocoa_files):
     inter = union = 0
     for k in range(1, 6):
-        for modal, amodal in raw_masks(cocoa_demo / f"{k}.json"):
+        for modal, amodal in raw_masks(cocoa_files / f"{k}.json"):
             inter += np.count_nonzero(modal & amodal)
             union += np.count_nonzero(modal | amodal)
     # evaluate per file, then pool the sums the metrics imply
     got_inter = got_union = 0.0
     for k in range(1, 6):
-        gt = read_dataset(cocoa_demo / f"{k}.json")
-        m = evaluate(converted(tmp_path, cocoa_demo / f"{k}.json", "raw"), gt)
+        gt = read_dataset(cocoa_files / f"{k}.json")
+        m = evaluate(converted(tmp_path, cocoa_files / f"{k}.json", "raw"), gt)
         areas = [(i.modal, i.amodal) for i in gt.instances]
         target = sum(mask_utils.area(a) for _, a in areas)
         got_inter += m["pacc"] * target
@@ -51,8 +52,8 @@ def test_raw_pooled_iou_matches_an_independent_count(tmp_path, cocoa_demo):
     assert 0.5 < inter / union < 0.95
 
 
-def test_gt_order_from_masks_matches_an_independent_count(cocoa_demo):
-    masks = raw_masks(cocoa_demo / "3.json")
+def test_gt_order_from_masks_matches_an_independent_count(cocoa_files):
+    masks = raw_masks(cocoa_files / "3.json")
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
     occluded_pairs = 0
     for i in range(len(masks)):
@@ -60,30 +61,36 @@ def test_gt_order_from_masks_matches_an_independent_count(cocoa_demo):
         for j in range(i + 1, len(masks)):
             if np.any(grown & masks[j][0]):
                 occluded_pairs += bool(np.any(masks[i][0] & masks[j][1]) or np.any(masks[j][0] & masks[i][1]))
-    gt = read_dataset(cocoa_demo / "3.json")
+    gt = read_dataset(cocoa_files / "3.json")
     m = evaluate(gt, gt)
     assert m["order_pairs"] == occluded_pairs and m["pooled_iou"] == 1.0
     assert m["order_acc"] == 0.0  # the GT file predicts no order: every occluded pair counts as wrong
 
 
-def test_convex_r_beats_raw_and_order_is_scored(tmp_path, cocoa_demo):
-    gt = read_dataset(cocoa_demo / "3.json")
-    raw = evaluate(converted(tmp_path, cocoa_demo / "3.json", "raw", "area"), gt)
-    cvx = evaluate(converted(tmp_path, cocoa_demo / "3.json", "convex-r"), gt)
-    assert cvx["pooled_iou"] > raw["pooled_iou"]
-    assert 0 < raw["order_acc"] < 1 and 0 < cvx["order_acc"] < 1
-    assert raw["order_pairs"] == cvx["order_pairs"] > 0
-    assert sum(b["instances"] for b in cvx["by_occlusion"]) == cvx["instances"] == 19
+def test_convex_r_beats_raw_and_order_is_scored(tmp_path, cocoa_files):
+    totals = {"raw": [0, 0, 0, 0], "convex-r": [0, 0, 0, 0]}  # correct, pairs, intersection, union
+    for k in range(1, 6):
+        gt = read_dataset(cocoa_files / f"{k}.json")
+        for method, order in (("raw", "area"), ("convex-r", "convex")):
+            m = evaluate(converted(tmp_path, cocoa_files / f"{k}.json", method, order), gt)
+            for n, key in enumerate(("order_correct", "order_pairs", "sum_intersection", "sum_union")):
+                totals[method][n] += m[key]
+            assert (
+                sum(b["instances"] for b in m["by_occlusion"]) == m["instances"] == regions(cocoa_files / f"{k}.json")
+            )
+    (raw_ok, pairs, raw_i, raw_u), (cvx_ok, cvx_pairs, cvx_i, cvx_u) = totals["raw"], totals["convex-r"]
+    assert cvx_i / cvx_u > raw_i / raw_u
+    assert pairs == cvx_pairs > 0 and 0 < raw_ok < pairs and 0 < cvx_ok < pairs
 
 
-def test_mismatched_ids_are_an_error(tmp_path, cocoa_demo):
-    pred = converted(tmp_path, cocoa_demo / "2.json", "raw")
+def test_mismatched_ids_are_an_error(tmp_path, cocoa_files):
+    pred = converted(tmp_path, cocoa_files / "2.json", "raw")
     with pytest.raises(InputError, match="annotation ids do not match"):
-        evaluate(pred, read_dataset(cocoa_demo / "3.json"))
+        evaluate(pred, read_dataset(cocoa_files / "3.json"))
 
 
-def test_modal_only_gt_is_an_error(tmp_path, cocoa_demo):
-    pred = converted(tmp_path, cocoa_demo / "2.json", "raw")
+def test_modal_only_gt_is_an_error(tmp_path, cocoa_files):
+    pred = converted(tmp_path, cocoa_files / "2.json", "raw")
     plain = tmp_path / "plain.json"
     doc = json.loads((tmp_path / "2-raw.json").read_text())
     for a in doc["annotations"]:

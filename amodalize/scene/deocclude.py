@@ -33,7 +33,8 @@ from amodalize.errors import InputError
 from amodalize.evaluate import gt_order_from_masks
 from amodalize.infer.batcher import Painter, default_batch_size
 from amodalize.models.pcnet_c import load_pcnet_c
-from amodalize.pipeline import load_completer, resolve_options, sha256
+from amodalize.models.registry import file_sha256
+from amodalize.pipeline import load_completer, resolve_options
 from amodalize.scene.layers import (
     CYCLE_RULE,
     Scene,
@@ -168,7 +169,7 @@ def deocclude_file(
     out_dir: Path,
     checkpoint_c: Path,
     *,
-    checkpoint_m: Path | None = None,
+    checkpoint_m: str | Path | None = None,
     fmt: str | None = None,
     image_ids: list[int] | None = None,
     shard: tuple[int, int] | None = None,
@@ -192,21 +193,21 @@ def deocclude_file(
         raise InputError(ann_json, f"has no image with id {missing[0]}")
     if shard is not None:
         images = images[shard[0] :: shard[1]]
-    if checkpoint_m is None and not dataset.has_amodal:
-        raise InputError(ann_json, "has no amodal masks; pass --checkpoint-m to complete them with PCNet-M")
     check_images(images, images_dir)
     generator, size = load_pcnet_c(checkpoint_c)
     dev = resolve_device(device)
     painter = Painter(generator, device=dev, batch_size=batch_size or default_batch_size(dev, size))
-    completer, m_info = load_completer(checkpoint_m, device) if checkpoint_m else (None, None)
+    # the file's own amodal masks unless a PCNet-M is named or the file has none (then the shipped one)
+    use_model = checkpoint_m is not None or not dataset.has_amodal
+    completer, m_info = load_completer(checkpoint_m, device) if use_model else (None, None)
     m_opts, decided = resolve_options(dataset, "pcnet", "pcnet", convert_settings or {}, completer, m_info)
     provenance = {
         "version": __version__,
         "input": str(ann_json),
-        "input_sha256": sha256(ann_json),
+        "input_sha256": file_sha256(ann_json),
         "masks": "pcnet-m" if completer else "input file",
         "checkpoint_m": m_info,
-        "checkpoint_c": {"path": str(checkpoint_c), "sha256": sha256(checkpoint_c), "input_size": size},
+        "checkpoint_c": {"path": str(checkpoint_c), "sha256": file_sha256(checkpoint_c), "input_size": size},
         "settings": dataclasses.asdict(opts),
         "convert_settings": dataclasses.asdict(m_opts) if completer else None,
         "convert_decided": decided if completer else None,

@@ -45,8 +45,8 @@ def test_synth_gap_k_leaves_2k_pixels_between_neighbours(tmp_path, gap):
     assert estimate.gap == 2 * gap and estimate.pairs > 10 and estimate.images == 30
 
 
-def test_cocoa_demo_masks_touch(cocoa_demo):
-    groups = [g for k in range(1, 6) for g in modal_groups(read_dataset(cocoa_demo / f"{k}.json"))]
+def test_cocoa_demo_masks_touch(cocoa_files):
+    groups = [g for k in range(1, 6) for g in modal_groups(read_dataset(cocoa_files / f"{k}.json"))]
     assert estimate_gap(groups).gap == 0
 
 

@@ -13,7 +13,7 @@ from amodalize.data.records import Dataset, ImageRecord, Instance
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.infer.batcher import Completer
 from amodalize.models.unet import UNet
-from tests.conftest import invoke
+from tests.conftest import invoke, regions
 from tests.models.test_unet import to_reference
 
 
@@ -123,16 +123,16 @@ def test_reference_checkpoint_converts(tmp_path):
     assert info["method"] == info["order_method"] == "pcnet"
 
 
-def test_pcnet_without_checkpoint_is_a_clear_error(tmp_path, cocoa_demo):
-    result = invoke(["convert", cocoa_demo / "1.json", tmp_path / "o.json", "--method", "pcnet"], exit_code=1)
+def test_pcnet_without_checkpoint_is_a_clear_error(tmp_path, cocoa_files):
+    result = invoke(["convert", cocoa_files / "1.json", tmp_path / "o.json", "--method", "pcnet"], exit_code=1)
     assert "needs a PCNet-M --checkpoint" in result.stderr and not (tmp_path / "o.json").exists()
 
 
-def test_gt_modal_converts_on_cocoa_demo(tmp_path, cocoa_demo):
+def test_gt_modal_converts_on_cocoa_demo(tmp_path, cocoa_files):
     ckpt = tiny_model(tmp_path / "m.pt")
     out = tmp_path / "o.json"
-    invoke(["convert", cocoa_demo / "3.json", out, "--checkpoint", ckpt])
-    assert len(read_dataset(out).instances) == 19
+    invoke(["convert", cocoa_files / "3.json", out, "--checkpoint", ckpt])
+    assert len(read_dataset(out).instances) == regions(cocoa_files / "3.json")
 
 
 def test_visible_kept_and_completion_clipped_to_occluders():

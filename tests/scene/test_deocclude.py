@@ -25,11 +25,11 @@ def _train(args, settings):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, cocoa_demo):
+def models(tmp_path_factory, cocoa_files):
     folder = tmp_path_factory.mktemp("models")
-    files = [cocoa_demo / f"{k}.json" for k in range(1, 6)]
+    files = [cocoa_files / f"{k}.json" for k in range(1, 6)]
     common = ["--iters", "3", "--device", "cpu"]
-    _train(["train", "--model", "pcnet-c", *files, "--images-dir", cocoa_demo, "--out", folder / "c", *common], TINY_C)
+    _train(["train", "--model", "pcnet-c", *files, "--images-dir", cocoa_files, "--out", folder / "c", *common], TINY_C)
     _train(["train", *files, "--out", folder / "m", *common], TINY_M)
     return folder / "m" / "checkpoint.pt", folder / "c" / "checkpoint.pt"
 
@@ -50,12 +50,12 @@ def _alpha_equals(rgba, box, rle):
     assert np.array_equal(rgba[..., 3] > 0, crop.mask) and set(np.unique(rgba[..., 3])) <= {0, 255}
 
 
-def test_layers_from_ground_truth_masks_and_recompose(tmp_path, cocoa_demo, models):
+def test_layers_from_ground_truth_masks_and_recompose(tmp_path, cocoa_files, models):
     _, ckpt_c = models
     out = tmp_path / "layers"
-    result = invoke(["deocclude", cocoa_demo / "3.json", out, "--images-dir", cocoa_demo, "--checkpoint-c", ckpt_c])
+    result = invoke(["deocclude", cocoa_files / "3.json", out, "--images-dir", cocoa_files, "--checkpoint-c", ckpt_c])
     assert "1 images (0 already done)" in result.stderr
-    gt = read_dataset(cocoa_demo / "3.json")
+    gt = read_dataset(cocoa_files / "3.json")
     (image,) = gt.images
     doc, layers = _layers(out / str(image.id))
     insts = {i.id: i for i in gt.instances if not i.iscrowd}
@@ -69,16 +69,16 @@ def test_layers_from_ground_truth_masks_and_recompose(tmp_path, cocoa_demo, mode
     # no edits: the layers repaint the visible image, up to the repainted seams
     same = invoke(["recompose", out, "-o", tmp_path / "same.png"])
     error = float(same.stderr.split("original image: ")[1].split()[0])
-    original = cv2.imread(str(cocoa_demo / image.file_name)).astype(int)
+    original = cv2.imread(str(cocoa_files / image.file_name)).astype(int)
     painted = cv2.imread(str(tmp_path / "same.png")).astype(int)
     assert error == pytest.approx(np.abs(painted - original).mean(), abs=0.01)
     assert error < 15 and np.mean(np.all(painted == original, axis=2)) > 0.7
     # without repainted seams the visible image comes back exactly
     exact = tmp_path / "exact"
-    args = ["deocclude", cocoa_demo / "3.json", exact, "--images-dir", cocoa_demo, "--checkpoint-c", ckpt_c]
+    args = ["deocclude", cocoa_files / "3.json", exact, "--images-dir", cocoa_files, "--checkpoint-c", ckpt_c]
     invoke([*args, "--hole-dilate", 0, "--background-dilate", 0])
     assert "original image: 0.00" in invoke(["recompose", exact, "-o", tmp_path / "exact.png"]).stderr
-    assert np.array_equal(cv2.imread(str(tmp_path / "exact.png")), cv2.imread(str(cocoa_demo / image.file_name)))
+    assert np.array_equal(cv2.imread(str(tmp_path / "exact.png")), cv2.imread(str(cocoa_files / image.file_name)))
 
     # deleting the front-most object changes only pixels under it (and its repainted seam)
     front = doc["paint_order"][-1]
@@ -96,17 +96,17 @@ def test_layers_from_ground_truth_masks_and_recompose(tmp_path, cocoa_demo, mode
     invoke(
         [
             "deocclude",
-            cocoa_demo / "3.json",
+            cocoa_files / "3.json",
             cv,
             "--images-dir",
-            cocoa_demo,
+            cocoa_files,
             "--checkpoint-c",
             ckpt_c,
             "--background",
             "opencv",
         ]
     )
-    rgb = np.ascontiguousarray(cv2.imread(str(cocoa_demo / image.file_name))[..., ::-1])
+    rgb = np.ascontiguousarray(cv2.imread(str(cocoa_files / image.file_name))[..., ::-1])
     objects = objects_from_file(gt, image)
     hole = background_hole(rgb, objects, SceneOptions()).astype(np.uint8)
     expected = cv2.inpaint(rgb, hole, 5, cv2.INPAINT_TELEA)
@@ -120,13 +120,13 @@ def test_layers_from_ground_truth_masks_and_recompose(tmp_path, cocoa_demo, mode
     assert "--shift" in bad.stderr and not (tmp_path / "x.png").exists()
 
 
-def test_layers_follow_pcnet_m_conversion_and_resume(tmp_path, cocoa_demo, models):
+def test_layers_follow_pcnet_m_conversion_and_resume(tmp_path, cocoa_files, models):
     ckpt_m, ckpt_c = models
     out = tmp_path / "layers"
-    args = ["deocclude", cocoa_demo / "1.json", out, "--images-dir", cocoa_demo]
+    args = ["deocclude", cocoa_files / "1.json", out, "--images-dir", cocoa_files]
     args += ["--checkpoint-c", ckpt_c, "--checkpoint-m", ckpt_m, "--device", "cpu"]
     invoke(args)
-    invoke(["convert", cocoa_demo / "1.json", tmp_path / "amodal.json", "--checkpoint", ckpt_m, "--device", "cpu"])
+    invoke(["convert", cocoa_files / "1.json", tmp_path / "amodal.json", "--checkpoint", ckpt_m, "--device", "cpu"])
     converted = read_dataset(tmp_path / "amodal.json")
     (image,) = converted.images
     doc, layers = _layers(out / str(image.id))
@@ -143,10 +143,10 @@ def test_layers_follow_pcnet_m_conversion_and_resume(tmp_path, cocoa_demo, model
     assert not list(out.glob(".*.tmp"))
 
 
-def test_deocclude_errors_are_one_line(tmp_path, cocoa_demo, models):
+def test_deocclude_errors_are_one_line(tmp_path, cocoa_files, models):
     ckpt_m, ckpt_c = models
     modal = tmp_path / "modal.json"  # a plain COCO file: visible masks only
-    gt = read_dataset(cocoa_demo / "1.json")
+    gt = read_dataset(cocoa_files / "1.json")
     write_json_atomic(
         modal,
         {
@@ -168,7 +168,7 @@ def test_deocclude_errors_are_one_line(tmp_path, cocoa_demo, models):
             "categories": [{"id": 1, "name": "object"}],
         },
     )
-    base = ["deocclude", modal, tmp_path / "out", "--images-dir", cocoa_demo]
+    base = ["deocclude", modal, tmp_path / "out", "--images-dir", cocoa_files]
     assert "no amodal masks" in invoke([*base, "--checkpoint-c", ckpt_c], 2).stderr
     wrong_c = invoke([*base, "--checkpoint-c", ckpt_m, "--checkpoint-m", ckpt_m], 2)
     assert "not a PCNet-C checkpoint" in wrong_c.stderr
@@ -177,7 +177,7 @@ def test_deocclude_errors_are_one_line(tmp_path, cocoa_demo, models):
     empty = tmp_path / "empty"
     empty.mkdir()
     missing = invoke(
-        ["deocclude", cocoa_demo / "1.json", tmp_path / "out", "--images-dir", empty, "--checkpoint-c", ckpt_c], 2
+        ["deocclude", cocoa_files / "1.json", tmp_path / "out", "--images-dir", empty, "--checkpoint-c", ckpt_c], 2
     )
     assert "image file(s) missing" in missing.stderr
     assert not (tmp_path / "out").exists()

@@ -99,8 +99,8 @@ def test_resume_refuses_other_data_or_shape(tmp_path, synth_data):
         train(tiny(6), [other], run, device="cpu", resume=True)
 
 
-def test_cli_trains_on_cocoa_demo(tmp_path, cocoa_demo):
-    files = [cocoa_demo / f"{k}.json" for k in range(1, 6)]
+def test_cli_trains_on_cocoa_demo(tmp_path, cocoa_files):
+    files = [cocoa_files / f"{k}.json" for k in range(1, 6)]
     args = ["train", *files, "--out", tmp_path / "run", "--iters", "4", "--device", "cpu"]
     for item in TINY:
         args += ["--set", item]

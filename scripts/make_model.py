@@ -1,0 +1,91 @@
+"""Rebuild the shipped general-purpose PCNet-M (``make model``): procedural scenes of varied shapes,
+sizes, object counts and annotation gaps; ``amodalize train`` with the cpu-small preset (calibrated at
+the end, as every training run is); the weights and a card written into amodalize/models/weights/.
+
+    python scripts/make_model.py [--out build/model] [--iters 3000]
+
+Seeded throughout: on the same machine the weights file is identical from run to run. An
+interrupted run continues where it stopped (the training resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from amodalize import __version__  # noqa: E402
+from amodalize.config import load_config, to_dict  # noqa: E402
+from amodalize.data.synth import SynthOptions, make_dataset  # noqa: E402
+from amodalize.models.registry import DEFAULT_MODEL, WEIGHTS, file_sha256  # noqa: E402
+from amodalize.train.loop import CHECKPOINT, train  # noqa: E402
+
+# The training data: (name, images, seed, SynthOptions). Touching masks and masks 2 and 4 pixels
+# apart, small and large scenes, few and many objects.
+RECIPE = [
+    ("touching", 300, 200, SynthOptions()),
+    ("gap1", 300, 201, SynthOptions(gap=1)),
+    ("gap2", 300, 202, SynthOptions(gap=2)),
+    ("small-few", 300, 203, SynthOptions(width=160, height=160, min_objects=2, max_objects=4)),
+    ("large-many", 150, 204, SynthOptions(width=384, height=384, min_objects=6, max_objects=12, gap=1)),
+]
+OVERRIDES = ["optim.iters={iters}", "run.checkpoint_every=250", "run.val_every=500"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "model", help="Data and training run.")
+    parser.add_argument("--iters", type=int, default=3000, help="Training steps of 32 samples.")
+    parser.add_argument("--name", default=DEFAULT_MODEL, help="Name of the shipped model.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="Extra config override.")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    paths = []
+    for name, images, seed, opts in RECIPE:
+        modal, _ = make_dataset(args.out / "data" / name, images, seed, opts)
+        paths.append(modal)
+    cfg = load_config("cpu-small", [o.format(iters=args.iters) for o in OVERRIDES] + args.overrides)
+    run = args.out / "run"
+    ckpt_path = run / CHECKPOINT
+    previous = torch.load(ckpt_path, weights_only=True) if ckpt_path.exists() else {}
+    if previous.get("step", 0) < cfg.optim.iters or previous.get("calibration") is None:
+        train(cfg, paths, run, resume=bool(previous), device="cpu")
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    shipped = {k: ckpt[k] for k in ("model", "config", "step", "data_fingerprint", "gap", "calibration")}
+    WEIGHTS.mkdir(exist_ok=True)
+    weights = WEIGHTS / f"{args.name}.pt"
+    torch.save(shipped, weights)
+    card = {
+        "name": args.name,
+        "file": weights.name,
+        "sha256": file_sha256(weights),
+        "kind": "pcnet-m",
+        "parameters": sum(v.numel() for k, v in ckpt["model"].items() if "running" not in k and "num_batches" not in k),
+        "input_size": ckpt["config"]["data"]["input_size"],
+        "config": to_dict(cfg),
+        "steps": ckpt["step"],
+        "gap": ckpt["gap"],
+        "calibration": ckpt["calibration"],
+        "validation": [r["val"] for r in records if "val" in r][-1],
+        "recipe": {
+            "command": "make model (scripts/make_model.py)",
+            "synth": [{"name": n, "images": i, "seed": s, **o.__dict__} for n, i, s, o in RECIPE],
+        },
+        "built_with": {"amodalize": __version__, "torch": torch.__version__},
+    }
+    (WEIGHTS / f"{args.name}.json").write_text(json.dumps(card, indent=1) + "\n")
+    print(
+        json.dumps({"weights": str(weights), "sha256": card["sha256"], "seconds": round(time.perf_counter() - start)})
+    )
+
+
+if __name__ == "__main__":
+    main()
