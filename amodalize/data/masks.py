@@ -184,19 +184,50 @@ def rle_minus(a: dict, b: dict) -> dict:
 
 
 def decode_crop(rle: dict) -> Crop:
-    """Decode an RLE into the tight crop of its foreground (EMPTY when it has none)."""
-    x, y, w, h = (int(round(v)) for v in rle_bbox(rle))
-    if w == 0 or h == 0:
+    """Decode an RLE into the tight crop of its foreground (EMPTY when it has none), touching only
+    the object's pixels: the work grows with the object, not with the image."""
+    height = int(rle["size"][0])
+    runs = compressed_counts(_c(rle)["counts"])
+    ends = np.cumsum(runs)
+    starts = ends[0::2][: len(runs) // 2]  # foreground runs begin where a background run ends
+    lengths = runs[1::2]
+    keep = lengths > 0
+    starts, lengths = starts[keep], lengths[keep]
+    if starts.size == 0:
         return EMPTY
-    full = mask_utils.decode(_c(rle))
-    return Crop(np.ascontiguousarray(full[y : y + h, x : x + w].astype(bool)), x, y)
+    # every foreground pixel's index in the column-major image
+    first = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    index = first + np.arange(first.size)
+    cols, rows = np.divmod(index, height)
+    x0, y0 = int(cols.min()), int(rows.min())
+    mask = np.zeros((int(rows.max()) - y0 + 1, int(cols.max()) - x0 + 1), dtype=bool)
+    mask[rows - y0, cols - x0] = True
+    return Crop(mask, x0, y0)
 
 
 def encode_crop(crop: Crop, height: int, width: int) -> dict:
-    """A crop (clipped to the image) as a full-image compressed RLE."""
-    canvas = np.zeros((height, width), dtype=np.uint8, order="F")
-    canvas[:] = crop.within((0, 0, width, height))
-    return _jsonable(mask_utils.encode(canvas))
+    """A crop (clipped to the image) as a full-image compressed RLE, built from the crop's own
+    column runs (pycocotools compresses them); no full-image array is made."""
+    window = (max(crop.x0, 0), max(crop.y0, 0), min(crop.window[2], width), min(crop.window[3], height))
+    if window[2] <= window[0] or window[3] <= window[1]:
+        return _jsonable(mask_utils.frPyObjects({"size": [height, width], "counts": [height * width]}, height, width))
+    mask = crop.within(window)
+    h = mask.shape[0]
+    # per column, the 0->1 and 1->0 changes along the padded column, as image indices
+    padded = np.zeros((h + 2, mask.shape[1]), dtype=np.int8)
+    padded[1:-1] = mask
+    change = np.diff(padded, axis=0)  # [h + 1, w]: +1 where a run starts, -1 after it ends
+    column, row = np.nonzero(change.T)  # column-major order, as the image's runs
+    bounds = ((window[0] + column) * height + window[1] + row).reshape(-1, 2)  # [start, end) per run
+    # a run that ends on a column's last row and one starting on the next column's first row are one
+    apart = bounds[1:, 0] != bounds[:-1, 1]
+    starts = bounds[np.concatenate([[True], apart])[: len(bounds)], 0]
+    ends = bounds[np.concatenate([apart, [True]])[: len(bounds)], 1]
+    edges = np.concatenate([[0], np.stack([starts, ends], axis=1).reshape(-1), [height * width]])
+    counts = np.diff(edges).tolist()
+    if len(counts) > 1 and counts[-1] == 0:  # the image ends in foreground: no empty last run
+        counts.pop()
+    return _jsonable(mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width))
 
 
 def union_window(a: Window, b: Window) -> Window:
