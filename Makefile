@@ -1,11 +1,11 @@
-# make install | test | demo | demo-scene | demo-maskrcnn | lint | bench  — see README.md
+# make install | test | demo | demo-scene | demo-maskrcnn | model | gpu-check | lint | bench  — see README.md
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := demo
 
-.PHONY: install test demo demo-scene demo-maskrcnn lint bench clean
+.PHONY: install test demo demo-scene demo-maskrcnn model gpu-check lint bench clean
 
 # torch/torchvision are pinned here (they come from local disk on the project's machines);
 # pyproject keeps open ranges so users elsewhere bring their own builds.
@@ -20,14 +20,16 @@ install: $(STAMP)
 test: install
 	$(BIN)/python -m pytest -q
 
-# synth -> train (cpu-small, ~8 min on 2 cores) -> convert -> evaluate -> pictures.
+# synth -> train (cpu-small, ~8 min on 2 cores) -> convert (own model, shipped model, Convex^R) -> evaluate
+# -> pictures. No thresholds are passed: convert takes them from the checkpoint's calibration.
 # Re-running resumes an interrupted training and skips a finished one.
 demo: install $(DEMO)/run/.done
 	$(BIN)/amodalize synth $(DEMO)/synth-test --images 100 --seed 999 --render
 	$(BIN)/amodalize convert $(DEMO)/synth-test/modal.json $(DEMO)/convex_r.json --method convex-r --order convex
-	$(BIN)/amodalize convert $(DEMO)/synth-test/modal.json $(DEMO)/pcnet.json --checkpoint $(DEMO)/run/checkpoint.pt \
-	  --order-th 0.3 --amodal-th 0.35
+	$(BIN)/amodalize convert $(DEMO)/synth-test/modal.json $(DEMO)/pcnet.json --checkpoint $(DEMO)/run/checkpoint.pt
+	$(BIN)/amodalize convert $(DEMO)/synth-test/modal.json $(DEMO)/shipped.json
 	$(BIN)/amodalize evaluate $(DEMO)/convex_r.json $(DEMO)/synth-test/gt.json
+	$(BIN)/amodalize evaluate $(DEMO)/shipped.json $(DEMO)/synth-test/gt.json
 	$(BIN)/amodalize evaluate $(DEMO)/pcnet.json $(DEMO)/synth-test/gt.json
 	$(BIN)/amodalize visualize $(DEMO)/pcnet.json $(DEMO)/pictures --images 1,2,3 --images-dir $(DEMO)/synth-test/images
 	@echo "demo pictures: $(DEMO)/pictures; training run: $(DEMO)/run (val_grid.png)"
@@ -37,14 +39,14 @@ $(DEMO)/synth-train/modal.json: | $(STAMP)
 
 # PCNet-M cpu-small; an interrupted run resumes, a finished one is kept.
 $(DEMO)/run/.done: $(DEMO)/synth-train/modal.json
-	$(BIN)/amodalize train $(DEMO)/synth-train/modal.json --config configs/pcnet_m/cpu-small.yaml \
+	$(BIN)/amodalize train $(DEMO)/synth-train/modal.json --config cpu-small \
 	  --out $(DEMO)/run $$(test -f $(DEMO)/run/checkpoint.pt && echo --resume)
 	touch $@
 
 # PCNet-C cpu-small on the rendered training scenes (~12 min on 2 cores).
 $(DEMO)/run-c/.done: $(DEMO)/synth-train/modal.json
 	$(BIN)/amodalize train --model pcnet-c $(DEMO)/synth-train/modal.json --images-dir $(DEMO)/synth-train/images \
-	  --config configs/pcnet_c/cpu-small.yaml --out $(DEMO)/run-c $$(test -f $(DEMO)/run-c/checkpoint.pt && echo --resume)
+	  --config pcnet_c/cpu-small --out $(DEMO)/run-c $$(test -f $(DEMO)/run-c/checkpoint.pt && echo --resume)
 	touch $@
 
 # Scene de-occlusion: PCNet-C quality on held-out scenes (hole L1 vs mean-colour fill and cv2.inpaint,
@@ -56,8 +58,7 @@ demo-scene: install $(DEMO)/run/.done $(DEMO)/run-c/.done
 	  --data $(DEMO)/synth-test/modal.json --images-dir $(DEMO)/synth-test/images
 	$(BIN)/python scripts/bench_scene.py --checkpoint-c $(DEMO)/run-c/checkpoint.pt
 	$(BIN)/amodalize deocclude $(DEMO)/synth-test/modal.json $(DEMO)/layers --images-dir $(DEMO)/synth-test/images \
-	  --checkpoint-m $(DEMO)/run/checkpoint.pt --checkpoint-c $(DEMO)/run-c/checkpoint.pt --images 1,2,3 \
-	  --order-th 0.3 --amodal-th 0.35
+	  --checkpoint-m $(DEMO)/run/checkpoint.pt --checkpoint-c $(DEMO)/run-c/checkpoint.pt --images 1,2,3
 	$(BIN)/amodalize recompose $(DEMO)/layers --image 1 -o $(DEMO)/scene-same.png
 	$(BIN)/amodalize recompose $(DEMO)/layers --image 1 --delete 2 --delete 5 -o $(DEMO)/scene-deleted.png \
 	  --compare $(DEMO)/scene-compare.png
@@ -70,24 +71,34 @@ demo-maskrcnn: install
 	$(BIN)/amodalize synth $(MR)/train --images 300 --seed 300 --size 160 --objects 2,4 --render
 	$(BIN)/amodalize synth $(MR)/test --images 100 --seed 301 --size 160 --objects 2,4 --render
 	test -f $(MR)/pcnet-run/.done || { \
-	  $(BIN)/amodalize train $(MR)/train/modal.json --config configs/pcnet_m/cpu-small.yaml \
+	  $(BIN)/amodalize train $(MR)/train/modal.json --config cpu-small \
 	    --out $(MR)/pcnet-run $$(test -f $(MR)/pcnet-run/checkpoint.pt && echo --resume) && touch $(MR)/pcnet-run/.done; }
 	mkdir -p $(MR)/labels
 	$(BIN)/amodalize convert $(MR)/train/modal.json $(MR)/labels/raw.json --method raw --order convex
 	$(BIN)/amodalize convert $(MR)/train/modal.json $(MR)/labels/convex-r.json --method convex-r --order convex
-	$(BIN)/amodalize convert $(MR)/train/modal.json $(MR)/labels/pcnet.json --checkpoint $(MR)/pcnet-run/checkpoint.pt \
-	  --order-th 0.3 --amodal-th 0.35
+	$(BIN)/amodalize convert $(MR)/train/modal.json $(MR)/labels/pcnet.json --checkpoint $(MR)/pcnet-run/checkpoint.pt
 	cp $(MR)/train/gt.json $(MR)/labels/gt-amodal.json
 	$(BIN)/amodalize maskrcnn compare $(MR)/labels/raw.json $(MR)/labels/convex-r.json $(MR)/labels/pcnet.json \
 	  $(MR)/labels/gt-amodal.json --gt $(MR)/test/gt.json --images-dir $(MR)/train/images \
 	  --gt-images-dir $(MR)/test/images --out $(MR)/compare --model mnv3-fpn --iters 800 --device cpu
+
+# The shipped PCNet-M (amodalize/models/weights/general.*): procedural scenes, cpu-small, 3,000 steps
+# (~13 min on 2 cores), calibrated; seeded, so the same weights file on the same machine.
+model: install
+	$(BIN)/python scripts/make_model.py --out build/model
+
+# The one prepared GPU check (<= 8 min on one recent NVIDIA GPU): JSON in build/gpu-check/gpu_check.json.
+gpu-check: install
+	$(BIN)/python scripts/gpu_check.py build/gpu-check
 
 lint: install
 	$(BIN)/ruff check amodalize tests scripts
 
 bench: install
 	$(BIN)/python scripts/bench_train.py
-	$(BIN)/python scripts/bench_convert.py $$(test -f $(DEMO)/run/checkpoint.pt && echo --checkpoint $(DEMO)/run/checkpoint.pt)
+	$(BIN)/python scripts/bench_convert.py --large $$(test -f $(DEMO)/run/checkpoint.pt && echo --checkpoint $(DEMO)/run/checkpoint.pt)
+	test ! -f $(DEMO)/run/checkpoint.pt || $(BIN)/python scripts/bench_defaults.py --checkpoint $(DEMO)/run/checkpoint.pt \
+	  --set clean=$(DEMO)/synth-test/modal.json:$(DEMO)/synth-test/gt.json
 	test ! -f $(DEMO)/run-c/checkpoint.pt || $(BIN)/python scripts/bench_scene.py --checkpoint-c $(DEMO)/run-c/checkpoint.pt
 
 clean:

@@ -457,6 +457,13 @@ def visualize(ann_json: Path, out_dir: Path, image_ids: str | None, images_dir: 
 @DEVICE_OPTION
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in --out exactly where it stopped.")
 @click.option(
+    "--init",
+    default=None,
+    metavar="NAME|PATH",
+    help="PCNet-M: start from these weights (a shipped model such as 'general', with --config cpu-small, or a "
+    "checkpoint) instead of from scratch: fine-tuning.",
+)
+@click.option(
     "--set",
     "overrides",
     multiple=True,
@@ -474,6 +481,7 @@ def train(
     batch_size: int | None,
     device: str,
     resume: bool,
+    init: str | None,
     overrides: tuple[str, ...],
 ) -> None:
     """Train PCNet-M (masks) or PCNet-C (content) self-supervised on DATA (COCO, COCOA or KINS files).
@@ -501,6 +509,8 @@ def train(
         raise click.UsageError("--model pcnet-c needs --images-dir (PCNet-C learns from the image pixels)")
     if not content and (images_dir or perceptual_weights):
         raise click.UsageError("--images-dir and --perceptual-weights are for --model pcnet-c")
+    if content and init:
+        raise click.UsageError("--init is for --model pcnet-m")
     extra = [f"optim.iters={iters}"] * (iters is not None) + [f"optim.batch_size={batch_size}"] * (
         batch_size is not None
     )
@@ -519,6 +529,8 @@ def train(
                 held = info["val_instances"]
                 steps = f"{info['start']}..{info['iters']}"
                 gap = f", gap between neighbouring masks {info['gap']:g} px" if "gap" in info else ""
+                if info.get("recipe_gap"):
+                    gap += f" (training inputs leave {info['recipe_gap']:g} px)"
                 console.print(f"{info['instances']} instances ({held} held out){gap}, steps {steps}")
                 bar.update(task, completed=info["start"], visible=True)
 
@@ -544,7 +556,9 @@ def train(
         else:
             from amodalize.train.loop import train as run
 
-            metrics = run(cfg, list(data), run_dir, resume=resume, device=device, on_step=step, on_ready=ready)
+            metrics = run(
+                cfg, list(data), run_dir, resume=resume, device=device, init=init, on_step=step, on_ready=ready
+            )
     if show and content:
         console.print(
             f"validation, mean absolute error inside the holes (0-255): PCNet-C {metrics['hole_l1']:.2f}, "

@@ -1,146 +1,155 @@
-"""Conversion speed with PCNet-M: batched vs one-pair-per-forward, paper size vs the CPU default.
+"""Conversion speed with PCNet-M on this machine, every figure measured side by side in one run.
 
-Prints one JSON object: images/s, pair tests/s, achieved GMAC/s against this machine's measured
-convolution throughput, and the speed-ups (a) paper model batched vs batch 1 (results must be
-identical), (b) the CPU default model batched vs the paper model at batch 1.
+    python scripts/bench_convert.py [--checkpoint runs/cpu-small/checkpoint.pt] [--repeat 10] [--large]
 
-    python scripts/bench_convert.py [--checkpoint runs/cpu-small/checkpoint.pt] [--images 8]
+1. The paper-size model (256 px, widen 2; random weights: speed and equality only) on the 5 COCOA
+   demo images (repeated ``--repeat`` times; synth scenes where ../shared is absent): the default
+   settings against the same code with every lever off (batch 1, a completion forward for every
+   object, BatchNorm not folded, no prefetching), each lever alone, and whether the outputs are
+   identical.
+2. The CPU default (a cpu-small checkpoint, or random widen 1 at 64 px): queries/s and images/s.
+3. With ``--large``: one 4000x4000 image of ~300 instances (tiled synth scenes): seconds for the
+   whole file conversion (read, decode, order, complete, encode, write).
+Prints one JSON document.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from amodalize.convert import ConvertOptions, convert_dataset
-from amodalize.data.formats import read_dataset
-from amodalize.data.synth import SynthOptions, make_dataset
-from amodalize.data.writer import augment, write_json_atomic
-from amodalize.evaluate import evaluate
-from amodalize.infer.batcher import Completer, default_batch_size
-from amodalize.models.pcnet_m import load_pcnet_m
-from amodalize.models.unet import UNet
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
+from amodalize.convert import ConvertOptions, convert_dataset  # noqa: E402
+from amodalize.data.formats import read_dataset  # noqa: E402
+from amodalize.data.masks import Crop, encode_crop, rle_area, rle_bbox  # noqa: E402
+from amodalize.data.synth import SynthOptions, make_dataset, make_scene  # noqa: E402
+from amodalize.pipeline import convert_file, load_completer, resolve_options  # noqa: E402
 
-def gmac_per_forward(model: torch.nn.Module, size: int) -> float:
-    """Multiply-accumulates of one forward at ``size`` x ``size``, in GMAC (convolutions only)."""
-    total = 0
-
-    def hook(module: torch.nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total
-        k = module.kernel_size[0] * module.kernel_size[1]
-        total += output.numel() * module.in_channels // module.groups * k
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    with torch.inference_mode():
-        model(torch.zeros(1, 2, size, size))
-    for h in handles:
-        h.remove()
-    return total / 1e9
+COCOA_DEMO = ROOT.parent / "shared" / "data" / "cocoa-demo"
 
 
-def conv_peak_gmacs(device: torch.device) -> float:
-    """Best measured GMAC/s over 3x3 convolutions of the UNet's layer shapes (the reachable ceiling)."""
-    best = 0.0
-    for channels, size in ((32, 256), (64, 128), (128, 64), (256, 32)):
-        for batch in (1, 4):
-            conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device).to(memory_format=torch.channels_last)
-            x = torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
-            macs = batch * channels * channels * 9 * size * size / 1e9
-            with torch.inference_mode():
-                conv(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                for _ in range(5):
-                    conv(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-            best = max(best, 5 * macs / (time.perf_counter() - t0))
-    return best
+def random_checkpoint(path: Path, widen: float, size: int) -> Path:
+    """An amodalize checkpoint with random weights (no calibration: reference thresholds)."""
+    from amodalize.models.unet import UNet
+
+    torch.manual_seed(0)
+    model = UNet(2, 2, widen=widen)
+    torch.save({"model": model.state_dict(), "config": {"model": {"widen": widen}, "data": {"input_size": size}}}, path)
+    return path
 
 
-def run(dataset, model, size, batch, device, gt) -> dict:
-    completer = Completer(model, size, device=device, batch_size=batch)
-    opts = ConvertOptions("pcnet", "pcnet")
-    t0 = time.perf_counter()
-    results = convert_dataset(dataset, opts, completer=completer, chunk_size=8)
-    seconds = time.perf_counter() - t0
-    gmac = gmac_per_forward(model.cpu(), size)
-    model.to(device)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "out.json"
-        write_json_atomic(out, augment(dataset, results, {}))
-        quality = evaluate(read_dataset(out), gt)
+def repeated_input(folder: Path, repeat: int) -> Path:
+    """The COCOA demo images (or 5 synth scenes) ``repeat`` times over, as one COCO file."""
+    if (COCOA_DEMO / "1.json").is_file():
+        sources = [read_dataset(COCOA_DEMO / f"{k}.json") for k in range(1, 6)]
+    else:
+        modal, _ = make_dataset(folder / "synth", 5, 7, SynthOptions())
+        sources = [read_dataset(modal)]
+    images, annotations = [], []
+    for _ in range(repeat):
+        for ds in sources:
+            for image in ds.images:
+                image_id = len(images) + 1
+                images.append({"id": image_id, "width": image.width, "height": image.height})
+                for inst in ds.by_image[image.id]:
+                    annotations.append(
+                        {"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "segmentation": inst.modal}
+                    )
+    path = folder / "input.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations}))
+    return path
+
+
+def large_image(folder: Path, size: int = 4000, tiles: int = 8, seed: int = 5) -> Path:
+    """One ``size`` x ``size`` image tiled with synth scenes (~300 instances)."""
+    side = size // tiles
+    annotations = []
+    for ty in range(tiles):
+        for tx in range(tiles):
+            _, visibles, _ = make_scene(np.random.default_rng([seed, ty, tx]), SynthOptions(width=side, height=side))
+            for visible in visibles:
+                rle = encode_crop(Crop(visible, tx * side, ty * side), size, size)
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": 1,
+                        "category_id": 1,
+                        "segmentation": rle,
+                        "bbox": rle_bbox(rle),
+                        "area": rle_area(rle),
+                    }
+                )
+    path = folder / "large.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "width": size, "height": size}], "annotations": annotations}))
+    return path
+
+
+def timed(dataset, checkpoint: Path, *, batch: int | None, fold: bool, prefetch: bool, skip: bool) -> dict:
+    """One conversion of ``dataset`` in this process with the given levers; results kept for comparing."""
+    completer, info = load_completer(checkpoint, "cpu", batch, fold=fold)
+    completer.prefetch = prefetch
+    opts, _ = resolve_options(dataset, "pcnet", "pcnet", {}, completer, info)
+    opts = ConvertOptions(**{**opts.__dict__, "skip_unoccluded": skip})
+    start = time.perf_counter()
+    results = convert_dataset(dataset, opts, completer=completer)
+    seconds = time.perf_counter() - start
     return {
-        "batch_size": batch,
-        "input_size": size,
-        "params": sum(p.numel() for p in model.parameters()),
-        "seconds": round(seconds, 3),
-        "images_per_s": round(len(dataset.images) / seconds, 3),
-        "pair_tests_per_s": round(completer.queries / seconds, 2),
-        "forwards": completer.forwards,
+        "seconds": round(seconds, 2),
         "queries": completer.queries,
-        "gmac_per_query": round(gmac, 3),
-        "achieved_gmac_per_s": round(completer.queries * gmac / seconds, 1),
-        "order_acc": quality["order_acc"],
-        "pooled_iou": quality["pooled_iou"],
+        "queries_per_s": round(completer.queries / seconds, 2),
+        "images_per_s": round(len(dataset.images) / seconds, 2),
+        "batch_size": completer.batch_size,
         "_results": results,
     }
 
 
+def same(a: dict, b: dict) -> bool:
+    return all(a[k].amodal == b[k].amodal and a[k].edges == b[k].edges for k in a)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=None, help="CPU-default model (else random widen-1 at 64)")
-    parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument(
-        "--batch-size", type=int, default=None, help="paper model batch (default: 4 on CPU, 256 on CUDA)"
-    )
+    parser.add_argument("--checkpoint", type=Path, default=None, help="CPU-default model (else random widen 1)")
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--large", action="store_true", help="Also the 4000x4000 image.")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    batch = args.batch_size or (256 if device.type == "cuda" else 4)
+    report: dict = {"threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
-        modal, gt_path = make_dataset(Path(tmp), args.images, args.seed, SynthOptions())
-        dataset, gt = read_dataset(modal), read_dataset(gt_path)
-    torch.manual_seed(0)
-    paper = UNet(2, 2, widen=2).eval()  # the paper's size; random weights: timing and equality only
-    if args.checkpoint:
-        small, small_size, *_ = load_pcnet_m(args.checkpoint)
-    else:
-        small, small_size = UNet(2, 2, widen=1).eval(), 64
-    one = run(dataset, paper, 256, 1, device, gt)
-    many = run(dataset, paper, 256, batch, device, gt)
-    cpu_default = run(dataset, small, small_size, default_batch_size(device, small_size), device, gt)
-    a, b = one["_results"], many["_results"]
-    identical = all(a[k].amodal == b[k].amodal and a[k].edges == b[k].edges for k in a)
-    for r in (one, many, cpu_default):
-        r.pop("_results")
-    print(
-        json.dumps(
-            {
-                "device": str(device),
-                "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                "threads": torch.get_num_threads(),
-                "images": len(dataset.images),
-                "instances": len(dataset.instances),
-                "conv_peak_gmac_per_s": round(conv_peak_gmacs(device), 1),
-                "paper_batch1": one,
-                "paper_batched": many,
-                "cpu_default_batched": cpu_default,
-                "batched_identical_to_batch1": identical,
-                "speedup_a_batched_vs_batch1": round(one["seconds"] / many["seconds"], 2),
-                "speedup_b_cpu_default_vs_paper_batch1": round(one["seconds"] / cpu_default["seconds"], 2),
-                "note": "paper-size weights are random: its order_acc/pooled_iou are not a quality figure",
+        tmp = Path(tmp)
+        dataset = read_dataset(repeated_input(tmp, args.repeat))
+        paper = random_checkpoint(tmp / "paper.pt", 2, 256)
+        report["input"] = {"images": len(dataset.images), "instances": len(dataset.instances)}
+        levers = {"batch": None, "fold": True, "prefetch": True, "skip": True}
+        off = {"batch": 1, "fold": False, "prefetch": False, "skip": False}
+        runs = {"all_off": timed(dataset, paper, **off), "default": timed(dataset, paper, **levers)}
+        for name in ("skip", "fold", "prefetch"):
+            runs[f"only_{name}"] = timed(dataset, paper, **{**off, name: True})
+        base = runs["all_off"]
+        for name, r in runs.items():
+            r["speedup_vs_all_off"] = round(base["seconds"] / r["seconds"], 2)
+            r["identical_to_all_off"] = same(base["_results"], r.pop("_results")) if name != "all_off" else True
+        base.pop("_results")
+        report["paper_size"] = runs
+        small = args.checkpoint or random_checkpoint(tmp / "small.pt", 1, 64)
+        report["cpu_default"] = timed(dataset, small, **levers)
+        report["cpu_default"].pop("_results")
+        if args.large:  # the whole file conversion: read, decode, convert, encode, write
+            summary = convert_file(large_image(tmp), tmp / "large-out.json", checkpoint=small, device="cpu")
+            report["large_image"] = {
+                "instances": summary["instances"],
+                "seconds": round(summary["seconds"], 2),
+                "queries": summary["queries"],
             }
-        )
-    )
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Prints one JSON object. The data pipeline must deliver at least 3x what the model consumes.
 
-    python scripts/bench_train.py [--config configs/pcnet_m/cpu-small.yaml] [--steps 20] [--device cpu]
+    python scripts/bench_train.py [--config cpu-small] [--steps 20] [--device cpu]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from amodalize.train.partial import PartialCompletionSet, build_bank, split_inst
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/pcnet_m/cpu-small.yaml")
+    parser.add_argument("--config", default="cpu-small", help="A preset name or a YAML file.")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -3,6 +3,9 @@ per call, scattered back in order."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -30,10 +33,19 @@ class Completer:
         device (torch.device): where the forwards run.
         batch_size (int): queries per forward; 1 is the reference's one-pair-per-forward loop.
         amp (bool): bfloat16 autocast on CUDA.
+        prefetch (bool): build the next batch's patches in a helper thread while the network runs
+            (it releases the GIL), so that mask work hides behind the forwards.
     """
 
     def __init__(
-        self, model: torch.nn.Module, input_size: int, *, device: torch.device, batch_size: int = 64, amp: bool = False
+        self,
+        model: torch.nn.Module,
+        input_size: int,
+        *,
+        device: torch.device,
+        batch_size: int = 64,
+        amp: bool = False,
+        prefetch: bool = True,
     ) -> None:
         # channels-last measured ~2x faster for this UNet on CPU (oneDNN) and is the fast layout on CUDA
         self.model = model.to(device).eval().to(memory_format=torch.channels_last)
@@ -41,25 +53,32 @@ class Completer:
         self.device = device
         self.batch_size = batch_size
         self.amp = amp and device.type == "cuda"
+        self.prefetch = prefetch
         self.forwards = 0
         self.queries = 0
 
     def __call__(self, modal: np.ndarray, eraser: np.ndarray, category: np.ndarray) -> np.ndarray:
         """P(foreground) ``[N, S, S]`` float32 for modal/eraser ``[N, S, S]`` 0/1 and category ``[N]``."""
-        n = len(modal)
+        return self.run(len(modal), lambda part: (modal[part], eraser[part], category[part]))
+
+    def run(self, n: int, build: Callable[[slice], tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+        """P(foreground) ``[n, S, S]`` float32 for ``n`` queries whose inputs ``build(part)`` makes,
+        one batch ``part`` (a slice of 0..n) at a time: modal, eraser ``[B, S, S]`` and category ``[B]``."""
         out = np.empty((n, self.input_size, self.input_size), dtype=np.float32)
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            for k in range(0, n, self.batch_size):
-                x = pack_input(
-                    torch.from_numpy(modal[k : k + self.batch_size]),
-                    torch.from_numpy(eraser[k : k + self.batch_size]),
-                    torch.from_numpy(category[k : k + self.batch_size]),
-                )
-                x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-                out[k : k + self.batch_size] = foreground_probability(self.model, x).cpu().numpy()
-                self.forwards += 1
+        parts = [slice(k, min(k + self.batch_size, n)) for k in range(0, n, self.batch_size)]
+        with ThreadPoolExecutor(max_workers=1) as helper:
+            built = helper.map(build, parts) if self.prefetch else map(build, parts)
+            for part, (modal, eraser, category) in zip(parts, built):
+                out[part] = self._forward(modal, eraser, category)
         self.queries += n
         return out
+
+    def _forward(self, modal: np.ndarray, eraser: np.ndarray, category: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            x = pack_input(torch.from_numpy(modal), torch.from_numpy(eraser), torch.from_numpy(category))
+            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+            self.forwards += 1
+            return foreground_probability(self.model, x).cpu().numpy()
 
 
 class Painter:

@@ -27,7 +27,8 @@ from amodalize.data.gaps import estimate_gap, modal_groups
 from amodalize.data.records import Dataset
 from amodalize.errors import AmodalizeError, InputError
 from amodalize.infer.batcher import Completer, default_batch_size
-from amodalize.models.pcnet_m import foreground_probability, pack_input
+from amodalize.models.pcnet_m import foreground_probability, load_pcnet_m, pack_input
+from amodalize.models.registry import file_sha256, resolve_checkpoint
 from amodalize.models.unet import UNet, init_weights
 from amodalize.train.calibrate import calibrate
 from amodalize.train.partial import (
@@ -323,10 +324,14 @@ def train(
     *,
     resume: bool = False,
     device: str = "auto",
+    init: str | Path | None = None,
     on_step: Callable[[dict], None] | None = None,
     on_ready: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train PCNet-M on the instances of ``data_paths``; returns the last validation metrics.
+
+    ``init`` (a shipped model's name or a PCNet-M checkpoint) starts from its weights instead of
+    a fresh initialisation (fine-tuning).
 
     ``on_ready(info)`` is called once before the first step ({start, iters, instances}),
     ``on_step(record)`` after every step ({step, loss, lr, samples_per_s}); a KeyboardInterrupt
@@ -338,7 +343,9 @@ def train(
     bank = build_bank(datasets, workers=-1)
     data_cfg, gap = resolve_gap(cfg.data, datasets)
     train_ids, val_ids = split_instances(bank, cfg.data, cfg.run.seed)
-    model = build_model(cfg).to(dev)
+    model = build_model(cfg)
+    started_from = initial_weights(model, init, cfg) if init is not None and not resume else None
+    model = model.to(dev)
     optimizer = build_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
     start = 0
@@ -347,6 +354,7 @@ def train(
         if ckpt.get("kind") == "pcnet-c":
             raise InputError(ckpt_path, "is a PCNet-C checkpoint; resume it with --model pcnet-c")
         check_resumable(ckpt, cfg, bank.fingerprint, ckpt_path)
+        started_from = ckpt.get("init")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["lr_scheduler"])
@@ -380,6 +388,7 @@ def train(
                     "rng": {"torch": torch.get_rng_state()},
                     "gap": gap,
                     "calibration": calibration.get("record"),
+                    "init": started_from,
                 },
                 ckpt_path,
             )
@@ -396,6 +405,7 @@ def train(
                 "instances": len(bank),
                 "val_instances": len(val_ids),
                 "gap": gap["gap"],
+                "recipe_gap": gap["recipe"],
             }
         )
 
@@ -431,7 +441,7 @@ def train(
                 targets,
                 train_ids,
                 data_cfg,
-                int(round(gap["gap"])),
+                gap["gap"],
                 completer,
                 cfg.run.seed,
                 cfg.run.calibration_samples,
@@ -444,16 +454,28 @@ def train(
     return {**metrics, "gap": gap["gap"], "calibration": calibration.get("record")}
 
 
+def initial_weights(model: UNet, init: str | Path, cfg: TrainConfig) -> dict:
+    """Load the weights of ``init`` (shipped model name or checkpoint) into ``model``; returns what
+    was loaded (path, shipped model name, SHA-256)."""
+    path, shipped = resolve_checkpoint(init)
+    loaded = load_pcnet_m(path)
+    if loaded.input_size != cfg.data.input_size:
+        raise InputError(path, f"was trained at input size {loaded.input_size}, the config says {cfg.data.input_size}")
+    try:
+        model.load_state_dict(loaded.model.state_dict())
+    except RuntimeError:
+        raise InputError(path, f"does not fit a UNet of model.widen={cfg.model.widen} (use its own config)") from None
+    return {"path": str(path), "shipped_model": shipped, "sha256": file_sha256(path)}
+
+
 def resolve_gap(data: DataConfig, datasets: list[Dataset]) -> tuple[DataConfig, dict]:
-    """``data`` with an 'auto' gap replaced by the gap measured between the datasets' neighbouring
-    masks, and a record of it (``{"gap", "measured"}``)."""
-    if data.gap != AUTO:
-        return data, {"gap": float(data.gap), "measured": None}
+    """The gap measured between the datasets' neighbouring masks, and ``data`` with the recipe's
+    gap decided ('auto': the measured one). Returns (data, ``{"gap": measured px, "measured": the
+    estimate, "recipe": the recipe's gap}``)."""
     measured = estimate_gap([group for ds in datasets for group in modal_groups(ds)])
-    return dataclasses.replace(data, gap=float(measured.gap)), {
-        "gap": float(measured.gap),
-        "measured": measured.to_json(),
-    }
+    recipe = float(measured.gap) if data.gap == AUTO else float(data.gap)
+    record = {"gap": measured.gap, "measured": measured.to_json(), "recipe": recipe}
+    return dataclasses.replace(data, gap=recipe), record
 
 
 def log_record(run_dir: Path, record: dict) -> None:

@@ -123,9 +123,14 @@ def test_reference_checkpoint_converts(tmp_path):
     assert info["method"] == info["order_method"] == "pcnet"
 
 
-def test_pcnet_without_checkpoint_is_a_clear_error(tmp_path, cocoa_files):
-    result = invoke(["convert", cocoa_files / "1.json", tmp_path / "o.json", "--method", "pcnet"], exit_code=1)
-    assert "needs a PCNet-M --checkpoint" in result.stderr and not (tmp_path / "o.json").exists()
+def test_no_checkpoint_means_the_shipped_model(tmp_path, cocoa_files):
+    result = invoke(["convert", cocoa_files / "1.json", tmp_path / "o.json"])
+    assert "PCNet-M: the shipped model 'general'" in result.stderr
+    info = json.loads((tmp_path / "o.json").read_text())["info"]["amodalize"]
+    assert info["method"] == info["order_method"] == "pcnet"
+    assert info["checkpoint"]["shipped_model"] == "general"
+    bad = invoke(["convert", cocoa_files / "1.json", tmp_path / "p.json", "--checkpoint", "nope"], exit_code=2)
+    assert "not a shipped model" in bad.stderr and not (tmp_path / "p.json").exists()
 
 
 def test_gt_modal_converts_on_cocoa_demo(tmp_path, cocoa_files):

@@ -83,7 +83,7 @@ def test_gap_leaves_empty_pixels_between_eraser_and_target(tmp_path):
         cut += np.count_nonzero(plain["modal"].astype(bool) & ~modal)
     assert cut > 0
     with pytest.raises(ValueError, match="auto"):
-        make_sample(bank, 0, 1, np.random.default_rng(0), DataConfig(input_size=32))
+        make_sample(bank, 0, 1, np.random.default_rng(0), DataConfig(input_size=32, gap="auto"))
 
 
 def test_samples_are_a_function_of_seed_and_index(tmp_path):
