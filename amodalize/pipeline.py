@@ -70,6 +70,8 @@ REFERENCE_SETTINGS = {
     "completion_resize": "bilinear",
     "complete_empty": True,
 }
+# Images whose instances a calibration on the input draws from, at most.
+CALIBRATION_IMAGES = 400
 # Defaults for a checkpoint with no calibration (reference checkpoints, older amodalize ones).
 UNCALIBRATED = {"order_th": 0.1, "amodal_th": 0.2}
 
@@ -112,10 +114,11 @@ def resolve_options(
         record["source"] = record["source"] or "no model"
         return ConvertOptions(method, order, gap=gap, **settings), record
     cal = ckpt_info.get("calibration")
-    if cal is not None and cal["gap"] == gap:
+    if cal is not None and (cal["gap"] == gap or "eraser_dilate" not in wanted):
         record["source"] = "the checkpoint's calibration"
     elif cal is not None:
-        bank = build_bank([dataset])
+        step = max(1, len(dataset.images) // CALIBRATION_IMAGES)  # enough instances, spread over the file
+        bank = build_bank([subset(dataset, dataset.images[::step])])
         everyone = np.arange(len(bank))
         data = DataConfig(input_size=completer.input_size, gap=gap, enlarge_box=settings.get("enlarge", 3.0))
         samples = calibration_samples(completer)

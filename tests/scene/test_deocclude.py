@@ -111,7 +111,10 @@ def test_layers_from_ground_truth_masks_and_recompose(tmp_path, cocoa_files, mod
     hole = background_hole(rgb, objects, SceneOptions()).astype(np.uint8)
     expected = cv2.inpaint(rgb, hole, 5, cv2.INPAINT_TELEA)
     assert np.array_equal(cv2.imread(str(cv / str(image.id) / "background.png"))[..., ::-1], expected)
-    assert hole.mean() > 0.3  # COCOA regions cover much of the image
+    union = np.zeros(hole.shape, bool)
+    for obj in objects:
+        union |= obj.visible.within((0, 0, image.width, image.height))
+    assert hole[union].all() and hole.sum() > union.sum()  # every object's pixels, grown
 
     both = invoke(["recompose", out, "--delete", front, "--swap", f"{front},{doc['paint_order'][0]}", "-o", edited], 2)
     assert "cannot also be moved" in both.stderr
@@ -169,7 +172,10 @@ def test_deocclude_errors_are_one_line(tmp_path, cocoa_files, models):
         },
     )
     base = ["deocclude", modal, tmp_path / "out", "--images-dir", cocoa_files]
-    assert "no amodal masks" in invoke([*base, "--checkpoint-c", ckpt_c], 2).stderr
+    shipped = tmp_path / "shipped"  # no amodal masks and no --checkpoint-m: the shipped PCNet-M
+    invoke(["deocclude", modal, shipped, "--images-dir", cocoa_files, "--checkpoint-c", ckpt_c])
+    doc = json.loads(next(shipped.glob("*/layers.json")).read_text())
+    assert doc["masks"] == "pcnet-m" and doc["checkpoint_m"]["shipped_model"] == "general"
     wrong_c = invoke([*base, "--checkpoint-c", ckpt_m, "--checkpoint-m", ckpt_m], 2)
     assert "not a PCNet-C checkpoint" in wrong_c.stderr
     wrong_m = invoke([*base, "--checkpoint-c", ckpt_c, "--checkpoint-m", ckpt_c], 2)
