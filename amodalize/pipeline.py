@@ -28,7 +28,7 @@ from amodalize.data.writer import augment, merge_parts, write_json_atomic
 from amodalize.infer.batcher import Completer, default_batch_size
 from amodalize.models.pcnet_m import load_pcnet_m
 from amodalize.models.registry import DEFAULT_MODEL, file_sha256, resolve_checkpoint
-from amodalize.models.unet import fold_batchnorm
+from amodalize.models.unet import fold_batchnorm, freeze_for_cpu
 from amodalize.train.calibrate import calibrate
 from amodalize.train.loop import resolve_device
 from amodalize.train.partial import build_bank
@@ -38,16 +38,23 @@ CALIBRATION_LIMIT = 1.3
 
 
 def load_completer(
-    checkpoint: str | Path | None, device: str = "auto", batch_size: int | None = None, fold: bool = True
+    checkpoint: str | Path | None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    fold: bool = True,
+    freeze: bool = True,
 ) -> tuple[Completer, dict]:
     """A Completer for a PCNet-M checkpoint (a path, the name of a shipped model, or None for the
     default shipped one) and its provenance record (with its calibration). ``fold`` folds the
-    BatchNorms into the convolutions (faster on CPU, the same up to float rounding)."""
+    BatchNorms into the convolutions (the same up to float rounding); ``freeze`` runs the model as
+    frozen TorchScript on CPU (the same outputs, faster)."""
     path, shipped = resolve_checkpoint(checkpoint or DEFAULT_MODEL)
     loaded = load_pcnet_m(path)
     dev = resolve_device(device)
     batch = batch_size or default_batch_size(dev, loaded.input_size)
     model = fold_batchnorm(loaded.model) if fold else loaded.model
+    if freeze and dev.type == "cpu":
+        model = freeze_for_cpu(model, loaded.input_size)
     completer = Completer(model, loaded.input_size, device=dev, batch_size=batch, amp=False)
     info = {
         "path": str(path),

@@ -5,8 +5,8 @@
 1. The paper-size model (256 px, widen 2; random weights: speed and equality only) on the 5 COCOA
    demo images (repeated ``--repeat`` times; synth scenes where ../shared is absent): the default
    settings against the same code with every lever off (batch 1, a completion forward for every
-   object, BatchNorm not folded, no prefetching), each lever alone, and whether the outputs are
-   identical.
+   object, BatchNorm not folded, eager PyTorch instead of frozen TorchScript, no prefetching), each
+   lever alone, and whether the outputs are identical.
 2. The CPU default (a cpu-small checkpoint, or random widen 1 at 64 px): queries/s and images/s.
 3. With ``--large``: one 4000x4000 image of ~300 instances (tiled synth scenes): seconds for the
    whole file conversion (read, decode, order, complete, encode, write).
@@ -93,9 +93,11 @@ def large_image(folder: Path, size: int = 4000, tiles: int = 8, seed: int = 5) -
     return path
 
 
-def timed(dataset, checkpoint: Path, *, batch: int | None, fold: bool, prefetch: bool, skip: bool) -> dict:
+def timed(
+    dataset, checkpoint: Path, *, batch: int | None, fold: bool, freeze: bool, prefetch: bool, skip: bool
+) -> dict:
     """One conversion of ``dataset`` in this process with the given levers; results kept for comparing."""
-    completer, info = load_completer(checkpoint, "cpu", batch, fold=fold)
+    completer, info = load_completer(checkpoint, "cpu", batch, fold=fold, freeze=freeze)
     completer.prefetch = prefetch
     opts, _ = resolve_options(dataset, "pcnet", "pcnet", {}, completer, info)
     opts = ConvertOptions(**{**opts.__dict__, "skip_unoccluded": skip})
@@ -128,10 +130,10 @@ def main() -> None:
         dataset = read_dataset(repeated_input(tmp, args.repeat))
         paper = random_checkpoint(tmp / "paper.pt", 2, 256)
         report["input"] = {"images": len(dataset.images), "instances": len(dataset.instances)}
-        levers = {"batch": None, "fold": True, "prefetch": True, "skip": True}
-        off = {"batch": 1, "fold": False, "prefetch": False, "skip": False}
+        levers = {"batch": None, "fold": True, "freeze": True, "prefetch": True, "skip": True}
+        off = {"batch": 1, "fold": False, "freeze": False, "prefetch": False, "skip": False}
         runs = {"all_off": timed(dataset, paper, **off), "default": timed(dataset, paper, **levers)}
-        for name in ("skip", "fold", "prefetch"):
+        for name in ("skip", "fold", "freeze", "prefetch"):
             runs[f"only_{name}"] = timed(dataset, paper, **{**off, name: True})
         base = runs["all_off"]
         for name, r in runs.items():
