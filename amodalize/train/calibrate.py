@@ -4,9 +4,9 @@ instances, whose order and full masks are known by construction.
 Each scene is one held-out instance A seen through its inference window, with another instance B
 placed over it by the training recipe (scaled to A's window, cutting an accepted share of A) and
 the dataset's measured gap left between B and what stays visible of A. The scenes go through the
-same code as ``convert`` (pair test, dual completion, completion behind B); the foreground
-thresholds and the eraser dilation are then chosen to maximise ordering accuracy and the pooled
-IoU of A's completion.
+same code as ``convert`` (pair test, dual completion, completion behind B); the ordering threshold
+is then chosen for ordering accuracy, the completion threshold for the pooled IoU
+of A's completion, and the eraser dilation for the sum of both.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ TIE = 0.005
 MIN_CUT = 0.05
 METHOD = (
     "held-out instances of the training data, each with another instance placed over it by the "
-    "training recipe and the measured gap left between them; thresholds and eraser dilation that "
-    "maximise ordering accuracy, then pooled completion IoU"
+    "training recipe and the measured gap left between them; for each eraser dilation the ordering "
+    "threshold of best ordering accuracy and the completion threshold of best pooled IoU (the middle "
+    "of near-ties), and the dilation of best accuracy + IoU"
 )
 
 
@@ -123,8 +124,8 @@ def _score_dilation(scenes: list, completer: Completer, opts: ConvertOptions) ->
     modal, eraser, prob = run_queries(works, queries, completer, opts) if queries else (None, None, None)
     row = {q: n for n, q in enumerate(queries)}
 
-    def a_in_front_of_b_wrong(w: int, th: float) -> bool:
-        """True unless A (index 0) grows more behind B than B behind A, i.e. B is found in front."""
+    def misordered(w: int, th: float) -> bool:
+        """True unless B is found in front of A (index 0): A must grow more behind B than B behind A."""
         if not works[w].pairs:
             return True
         qa, qb = row[(w, 0, (1,))], row[(w, 1, (0,))]
@@ -132,9 +133,9 @@ def _score_dilation(scenes: list, completer: Completer, opts: ConvertOptions) ->
         grow_b = increment(prob[qb], modal[qb], eraser[qb], works[w].windows[1], th, opts.increment)
         return not grow_a > grow_b
 
-    accuracy = [1 - float(np.mean([a_in_front_of_b_wrong(w, th) for w in range(len(works))])) for th in ORDER_GRID]
+    accuracy = [1 - float(np.mean([misordered(w, th) for w in range(len(works))])) for th in ORDER_GRID]
     order_th, acc = _middle_of_best(accuracy, ORDER_GRID)
-    ordered = [not a_in_front_of_b_wrong(w, order_th) for w in range(len(works))]
+    ordered = [not misordered(w, order_th) for w in range(len(works))]
     ious = []
     for th in AMODAL_GRID:
         inter = union = 0
