@@ -16,6 +16,7 @@ Prints one JSON document.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from amodalize.convert import ConvertOptions, convert_dataset  # noqa: E402
+from amodalize.convert import convert_dataset  # noqa: E402
 from amodalize.data.formats import read_dataset  # noqa: E402
 from amodalize.data.masks import Crop, encode_crop, rle_area, rle_bbox  # noqa: E402
 from amodalize.data.synth import SynthOptions, make_dataset, make_scene  # noqa: E402
@@ -100,7 +101,7 @@ def timed(
     completer, info = load_completer(checkpoint, "cpu", batch, fold=fold, freeze=freeze)
     completer.prefetch = prefetch
     opts, _ = resolve_options(dataset, "pcnet", "pcnet", {}, completer, info)
-    opts = ConvertOptions(**{**opts.__dict__, "skip_unoccluded": skip})
+    opts = dataclasses.replace(opts, skip_unoccluded=skip)
     start = time.perf_counter()
     results = convert_dataset(dataset, opts, completer=completer)
     seconds = time.perf_counter() - start

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from amodalize.data.masks import EMPTY, Crop, decode_crop, grow, intersect_window
+from amodalize.data.masks import Crop, decode_crop, grow, intersect_window, near_pairs
 from amodalize.data.records import Dataset
 
 # Gaps are looked for up to this many pixels; wider ones are not annotation gaps.
@@ -73,18 +73,13 @@ def pair_profile(a: Crop, b: Crop, max_gap: int = MAX_GAP) -> np.ndarray:
 def image_profile(crops: Sequence[Crop], max_gap: int = MAX_GAP) -> tuple[np.ndarray, int]:
     """The contact profile of one image's masks (both directions of every pair whose grown
     windows meet) and the number of pairs that contributed."""
-    live = [c for c in crops if c is not EMPTY]
     total = np.zeros(max_gap + 1, dtype=np.int64)
     pairs = 0
-    for i in range(len(live)):
-        for j in range(i + 1, len(live)):
-            a, b = live[i], live[j]
-            if intersect_window(grow(a.window, max_gap + 1), b.window) is None:
-                continue
-            profile = pair_profile(a, b, max_gap) + pair_profile(b, a, max_gap)
-            if profile.any():
-                total += profile
-                pairs += 1
+    for i, j in near_pairs(crops, max_gap + 1):
+        profile = pair_profile(crops[i], crops[j], max_gap) + pair_profile(crops[j], crops[i], max_gap)
+        if profile.any():
+            total += profile
+            pairs += 1
     return total, pairs
 
 

@@ -270,6 +270,19 @@ def erode_square(mask: np.ndarray, k: int) -> np.ndarray:
     return ~dilate_square(~np.pad(mask, k), k)[k:-k, k:-k]
 
 
+def near_pairs(crops: Sequence[Crop], reach: int) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)``, ``i < j``, of non-empty crops whose windows, each grown by ``reach``
+    pixels, meet: the candidates for any test of masks within ``reach`` of each other, found by
+    comparing boxes only (all pairs at once)."""
+    live = [k for k, c in enumerate(crops) if c is not EMPTY]
+    if len(live) < 2:
+        return []
+    boxes = np.array([crops[k].window for k in live], dtype=np.int64) + np.array([-reach, -reach, reach, reach])
+    x0, y0, x1, y1 = (boxes[:, None, c] for c in range(4))
+    meet = (boxes[None, :, 0] <= x1) & (boxes[None, :, 2] >= x0) & (boxes[None, :, 1] <= y1) & (boxes[None, :, 3] >= y0)
+    return [(live[a], live[b]) for a, b in zip(*np.nonzero(np.triu(meet, k=1)))]
+
+
 def touching(a: Crop, b: Crop, reach: int = 1) -> bool:
     """True when ``a`` dilated ``reach`` times by the 3x3 cross meets ``b`` (reference protocol
     §1.3 uses reach 1; a larger reach bridges annotation gaps)."""
