@@ -132,9 +132,26 @@ FORMAT_OPTION = click.option(
 @click.option(
     "--order",
     "order",
-    type=click.Choice(["area", "y-axis", "convex", "pcnet"]),
+    type=click.Choice(["area", "y-axis", "convex", "pcnet", "fused"]),
     default=None,
-    help="Ordering method: pcnet dual completion [default: pcnet with --method pcnet or --checkpoint, else convex].",
+    help="Ordering method: fused = dual completion and convex-hull evidence combined by a fit made without "
+    "ground truth (gives each edge a confidence); pcnet = dual completion alone [default: fused with "
+    "--method pcnet or --checkpoint (pcnet with --reference), else convex].",
+)
+@click.option(
+    "--tta",
+    type=click.Choice(["flip", "none"]),
+    default=None,
+    help="Test-time augmentation: flip also runs every PCNet-M query mirrored and averages the two "
+    "[default: flip; none with --reference].",
+)
+@click.option(
+    "--review",
+    "review_json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the least-confident 10% of the edges and completions, and the images holding them, "
+    "to this JSON file: what to check first.",
 )
 @click.option(
     "--area-front",
@@ -368,16 +385,37 @@ def metrics_table(m: dict, title: str) -> Table:
 @click.option(
     "--objects", default="3,7", metavar="MIN,MAX", help="Objects attempted per image (hidden ones are dropped)."
 )
-def synth(out_dir: Path, n_images: int, seed: int, size: int, gap: int, render: bool, objects: str) -> None:
+@click.option(
+    "--shapes-from",
+    "shape_files",
+    multiple=True,
+    type=EXISTING_FILE,
+    help="Layer the objects of this annotation file (amodal masks where annotated, else visible) instead of "
+    "procedural shapes; repeat for several files.",
+)
+@FORMAT_OPTION
+def synth(
+    out_dir: Path,
+    n_images: int,
+    seed: int,
+    size: int,
+    gap: int,
+    render: bool,
+    objects: str,
+    shape_files: tuple[Path, ...],
+    fmt: str | None,
+) -> None:
     """Generate occlusion scenes with exact ground truth into OUT_DIR.
 
     Writes modal.json (plain COCO, what a user has) and gt.json (COCO-amodal with occluded_by).
-    Example:
+    Examples:
 
     \b
         amodalize synth demo/synth --images 50 --seed 1 --gap 1
+        amodalize synth demo/real-shapes --shapes-from cocoa_val.json --size 320
     """
-    from amodalize.data.synth import SynthOptions, make_dataset
+    from amodalize.data.formats import read_dataset
+    from amodalize.data.synth import SynthOptions, make_dataset, shapes_from
 
     try:
         low, high = (int(v) for v in objects.split(","))
@@ -386,7 +424,10 @@ def synth(out_dir: Path, n_images: int, seed: int, size: int, gap: int, render: 
     if not 1 <= low <= high:
         raise click.BadParameter(f"need 1 <= MIN <= MAX, got {objects!r}", param_hint="--objects")
     opts = SynthOptions(width=size, height=size, gap=gap, render=render, min_objects=low, max_objects=high)
-    modal, gt = make_dataset(out_dir, n_images, seed, opts)
+    shapes = shapes_from([read_dataset(f, fmt) for f in shape_files], size, size) if shape_files else None
+    if shape_files and not shapes:
+        raise click.BadParameter("the files hold no object of 16 pixels or more", param_hint="--shapes-from")
+    modal, gt = make_dataset(out_dir, n_images, seed, opts, shapes)
     console.print(f"wrote {modal} and {gt}", soft_wrap=True)
 
 

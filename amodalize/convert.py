@@ -28,11 +28,12 @@ from amodalize.data.records import Dataset, ImageRecord, ImageResult, Instance
 from amodalize.infer import baselines
 from amodalize.infer.amodal import eraser_members, paste
 from amodalize.infer.batcher import Completer
+from amodalize.infer.fusion import IOU_FEATURES, IoUModel, OrderFusion, decide, iou_features, pair_features
 from amodalize.infer.order import edges, has_cycle, increment, order_from_increments, patches
 from amodalize.infer.pairs import touching_pairs
 
 AMODAL_METHODS = ("raw", "convex", "convex-r", "pcnet")
-ORDER_METHODS = ("area", "y-axis", "convex", "pcnet")
+ORDER_METHODS = ("area", "y-axis", "convex", "pcnet", "fused")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class ConvertOptions:
 
     method: amodal completion: raw (visible mask as is), convex (its convex hull), convex-r (hull
         kept only under the instance's ancestors) or pcnet.
-    order: ordering method: area, y-axis, convex (dual hull increments) or pcnet (dual completion).
+    order: ordering method: area, y-axis, convex (dual hull increments), pcnet (dual completion) or
+        fused (dual completion and hull increments combined by ``fusion``).
     area_front: for ``order=area``, which mask is in front: smaller (COCOA) or larger (KINS).
     order_th: PCNet-M foreground threshold for ordering (reference: 0.1).
     amodal_th: PCNet-M foreground threshold for completion (reference: 0.2).
@@ -64,6 +66,12 @@ class ConvertOptions:
     skip_unoccluded: run no completion for an instance with nothing in front when clipping and
         keeping the visible mask make its result that visible mask anyway (the output is the same;
         off only to measure what it saves).
+    fusion: for ``order=fused``, the weights of ``fusion.OrderFusion`` (from calibration); None
+        orders by dual completion alone and gives no confidence.
+    related: for ``order=fused``, which pairs get an order: 'pcnet' those whose two completion
+        increments differ (as dual completion), 'any' also those whose hull increments differ.
+    iou_model: the weights of ``fusion.IoUModel`` for each completion's ``amodal_confidence``
+        (from calibration); None gives none.
     """
 
     method: str = "convex-r"
@@ -82,6 +90,9 @@ class ConvertOptions:
     completion_resize: str = "nearest"
     complete_empty: bool = False
     skip_unoccluded: bool = True
+    fusion: tuple[float, ...] | None = None
+    related: str = "pcnet"
+    iou_model: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.method not in AMODAL_METHODS:
@@ -92,7 +103,7 @@ class ConvertOptions:
     @property
     def needs_model(self) -> bool:
         """True when PCNet-M does part of the work."""
-        return "pcnet" in (self.method, self.order)
+        return self.method == "pcnet" or self.order in ("pcnet", "fused")
 
 
 @dataclass
@@ -107,6 +118,10 @@ class Work:
     hulls: list[Crop] = field(default_factory=list)
     order: np.ndarray | None = None
     score: np.ndarray | None = None
+    features: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+    iou_features: np.ndarray | None = None
+    iou: np.ndarray | None = None
 
 
 def prepare(image: ImageRecord, instances: list[Instance], opts: ConvertOptions) -> Work:
@@ -114,7 +129,7 @@ def prepare(image: ImageRecord, instances: list[Instance], opts: ConvertOptions)
     crops = [decode_crop(inst.modal) for inst in live]
     windows = [square_window(inst.bbox, opts.enlarge, opts.side_ratio) for inst in live]
     work = Work(image, live, crops, windows, touching_pairs(crops, 1 + max(opts.gap, opts.eraser_dilate)))
-    if opts.order == "convex" or opts.method in ("convex", "convex-r"):
+    if opts.order in ("convex", "fused") or opts.method in ("convex", "convex-r"):
         work.hulls = [convex_hull(c) for c in crops]
     return work
 
@@ -154,7 +169,7 @@ def run_queries(
     return modal, eraser, completer.run(len(queries), build)
 
 
-def _order_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer) -> dict:
+def order_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer) -> dict:
     """Dual completion of every touching pair; returns the probabilities worth reusing."""
     queries = [(w, t, (e,)) for w, work in enumerate(works) for i, j in work.pairs for t, e in ((i, j), (j, i))]
     modal, eraser, prob = run_queries(works, queries, completer, opts) if queries else (None, None, [])
@@ -163,10 +178,24 @@ def _order_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer) 
         occ[w][t, e] = increment(prob[q], modal[q], eraser[q], works[w].windows[t], opts.order_th, opts.increment)
     for w, work in enumerate(works):
         work.order, work.score = order_from_increments(occ[w], work.pairs)
+        if opts.order == "fused":
+            convex = baselines.convex_increments(work.crops, work.hulls, work.pairs)
+            work.features = pair_features(occ[w], convex, [c.area for c in work.crops], work.pairs)
+            if opts.fusion is not None:
+                fuse(work, convex, opts)
     return {query: prob[q] for q, query in enumerate(queries)}
 
 
-def _amodal_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer, reuse: dict) -> list[list[Crop]]:
+def fuse(work: Work, convex: np.ndarray, opts: ConvertOptions) -> None:
+    """Direct the related pairs of ``work`` by the fused evidence and set their confidence."""
+    related = np.array([work.order[i, j] != 0 for i, j in work.pairs], dtype=bool)
+    if opts.related == "any":
+        related |= np.array([convex[i, j] != convex[j, i] for i, j in work.pairs], dtype=bool)
+    fusion = OrderFusion(tuple(opts.fusion))
+    work.order, work.confidence = decide(work.features, work.pairs, related, fusion, len(work.live))
+
+
+def amodal_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer, reuse: dict) -> list[list[Crop]]:
     """Complete every instance with its erasers; a query identical to an ordering one is not rerun,
     and none is run whose answer cannot change the result."""
     wanted = [
@@ -184,9 +213,39 @@ def _amodal_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer,
     if fresh:
         probs.update(zip(fresh, run_queries(works, fresh, completer, opts, opts.completion_resize)[2]))
     out = [list(work.crops) for work in works]
+    features = [np.zeros((len(work.live), len(IOU_FEATURES))) for work in works]
+    for w, work in enumerate(works):
+        for i, crop in enumerate(work.crops):
+            features[w][i] = iou_features(0.0, 0.0, False, at_border(crop, work.image))
     for w, i, members in wanted:
-        out[w][i] = completion(probs[(w, i, members)], works[w], i, members, opts.amodal_th, opts)
+        prob = probs[(w, i, members)]
+        out[w][i] = completion(prob, works[w], i, members, opts.amodal_th, opts)
+        visible, full = works[w].crops[i].area, out[w][i].area
+        features[w][i] = iou_features(
+            (full - visible) / full if full else 0.0,
+            undecided(prob),
+            bool(members),
+            at_border(works[w].crops[i], works[w].image),
+        )
+    for work, f in zip(works, features):
+        work.iou_features = f
+        if opts.iou_model is not None:
+            work.iou = IoUModel(tuple(opts.iou_model)).estimate(f)
     return out
+
+
+def undecided(prob: np.ndarray) -> float:
+    """How undecided a P(fg) patch is about the shape it predicts: ``Σ 4p(1-p) / |p > 0.5|``."""
+    shape = np.count_nonzero(prob > 0.5)
+    return float(np.sum(4 * prob * (1 - prob)) / shape) if shape else 1.0
+
+
+def at_border(crop: Crop, image: ImageRecord) -> bool:
+    """True when a visible mask reaches the image border (the object may be cut by the frame)."""
+    if crop is EMPTY:
+        return False
+    x0, y0, x1, y1 = crop.window
+    return x0 <= 0 or y0 <= 0 or x1 >= image.width or y1 >= image.height
 
 
 def completion(
@@ -217,8 +276,14 @@ def _amodal_baseline(work: Work, opts: ConvertOptions) -> list[Crop] | None:
 
 def _finish(work: Work, completed: list[Crop] | None) -> ImageResult:
     result = ImageResult(work.image.id, pairs_tested=len(work.pairs), cyclic=has_cycle(work.order))
-    result.edges = [(work.live[a].id, work.live[b].id, s) for a, b, s in edges(work.order, work.score)]
+    confidence = work.confidence
+    result.edges = [
+        (work.live[a].id, work.live[b].id, s, None if confidence is None else round(float(confidence[a, b]), 4))
+        for a, b, s in edges(work.order, work.score)
+    ]
     for k, inst in enumerate(work.live):
+        if work.iou is not None:
+            result.amodal_confidence[inst.id] = round(float(work.iou[k]), 4)
         if completed is None:
             result.amodal[inst.id] = inst.modal
         else:
@@ -235,13 +300,13 @@ def convert_chunk(
     """Order and complete the non-crowd instances of a few images (``completer`` for PCNet-M)."""
     works = [prepare(image, insts, opts) for image, insts in items]
     reuse: dict = {}
-    if opts.order == "pcnet":
-        reuse = _order_pcnet(works, opts, completer)
+    if opts.order in ("pcnet", "fused"):
+        reuse = order_pcnet(works, opts, completer)
     else:
         for work in works:
             _order_baseline(work, opts)
     if opts.method == "pcnet":
-        completed = _amodal_pcnet(works, opts, completer, reuse)
+        completed = amodal_pcnet(works, opts, completer, reuse)
     else:
         completed = [_amodal_baseline(work, opts) for work in works]
     return [_finish(work, c) for work, c in zip(works, completed)]

@@ -5,6 +5,9 @@ to the lower index), or from annotations with ``gt_order="annotated"``; accuracy
 pairs whose predicted order matches (a missing or reversed prediction is wrong).
 Amodal: pooled IoU ``Σ∩ / Σ∪`` over all instances (the paper's "mIoU"), mean per-instance IoU over
 all and over occluded instances, and pooled/mean IoU by GT occlusion-rate bin.
+Confidence, where the prediction carries it: reliability tables of the edges' ``confidence``
+(predicted edges of GT-occluded pairs: right direction or not) and of ``amodal_confidence``
+(estimated against the true IoU), with the expected calibration error over 10 equal bins.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from amodalize.infer.pairs import touching_pairs
 
 # Upper edges of the occlusion-rate bins (the first bin holds unoccluded instances only).
 OCCLUSION_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# Bins of the reliability tables: edge confidences lie in [0.5, 1], IoU estimates in [0, 1].
+RELIABILITY_BINS = 10
+# Share of the least-confident edges whose count of wrong directions is reported.
+LOW_CONFIDENCE_SHARE = 0.1
 
 
 @dataclass
@@ -91,14 +98,23 @@ def predicted_order(insts: list[Instance], i: int, j: int) -> int:
     return int(i_over_j) - int(j_over_i)
 
 
-def evaluate(pred: Dataset, gt: Dataset, gt_order: str = "masks") -> dict:
-    """Ordering accuracy and amodal IoU metrics of ``pred`` against ``gt`` (one dict, JSON-ready)."""
+def evaluate(pred: Dataset, gt: Dataset, gt_order: str = "masks", samples: bool = False) -> dict:
+    """Ordering accuracy and amodal IoU metrics of ``pred`` against ``gt`` (one dict, JSON-ready);
+    ``samples`` adds the (confidence, right) and (amodal_confidence, IoU) pairs behind the
+    reliability tables, for pooling several files."""
     check_matching(pred, gt)
     if gt_order not in ("masks", "annotated"):
         raise ValueError(f"gt_order must be 'masks' or 'annotated', got {gt_order!r}")
     if gt_order == "annotated" and all(i.occluded_by is None for i in gt.instances):
         raise InputError(gt.path, "has no annotated order (no occluded_by / depth_constraint); use --gt-order masks")
     pred_by_id = {i.id: i for i in pred.instances}
+    edge_confidence = {
+        (p["occluder_id"], p["occludee_id"]): p["confidence"]
+        for p in pred.extra.get("occlusion_pairs", [])
+        if p.get("confidence") is not None
+    }
+    judged: list[tuple[float, bool]] = []  # (confidence, direction right) of predicted GT-occluded pairs
+    estimated: list[tuple[float, float]] = []  # (amodal_confidence, true IoU)
     occ_pairs = occ_correct = all_pairs = all_correct = 0
     total, occluded = _Tally(), _Tally()
     bins = [_Tally() for _ in OCCLUSION_BINS]
@@ -117,6 +133,9 @@ def evaluate(pred: Dataset, gt: Dataset, gt_order: str = "masks") -> dict:
                 if expected:
                     occ_pairs += 1
                     occ_correct += got == expected
+                    front, back = (p[i].id, p[j].id) if got == 1 else (p[j].id, p[i].id)
+                    if got and (front, back) in edge_confidence:
+                        judged.append((edge_confidence[(front, back)], got == expected))
         for gi, pi in zip(g, p):
             g_area, p_area = rle_area(gi.amodal), rle_area(pi.amodal)
             inter = rle_intersection_area(gi.amodal, pi.amodal)
@@ -124,10 +143,12 @@ def evaluate(pred: Dataset, gt: Dataset, gt_order: str = "masks") -> dict:
             target += g_area
             rate = 1 - rle_intersection_area(gi.modal, gi.amodal) / g_area if g_area else 0.0
             total.add(inter, union)
+            if pi.source.get("amodal_confidence") is not None:
+                estimated.append((pi.source["amodal_confidence"], inter / union if union else 1.0))
             if rate > 0:
                 occluded.add(inter, union)
             bins[int(np.searchsorted(OCCLUSION_BINS, rate, side="left"))].add(inter, union)
-    return {
+    metrics = {
         "order_acc": occ_correct / occ_pairs if occ_pairs else None,
         "order_pairs": occ_pairs,
         "order_correct": occ_correct,
@@ -151,7 +172,57 @@ def evaluate(pred: Dataset, gt: Dataset, gt_order: str = "masks") -> dict:
             for k, t in enumerate(bins)
         ],
         "gt_order": gt_order,
+        "edge_confidence": edge_reliability(judged) if judged else None,
+        "amodal_confidence": iou_reliability(estimated) if estimated else None,
     }
+    if samples:
+        metrics["samples"] = {"edges": judged, "amodal": estimated}
+    return metrics
+
+
+def reliability(predicted: np.ndarray, observed: np.ndarray, low: float) -> dict:
+    """Reliability table of ``predicted`` probabilities (or IoUs) against ``observed`` outcomes over
+    RELIABILITY_BINS equal bins of [low, 1], and the expected calibration error (bin-weighted
+    mean |observed - predicted|)."""
+    edges = np.linspace(low, 1.0, RELIABILITY_BINS + 1)
+    index = np.clip(np.searchsorted(edges, predicted, side="right") - 1, 0, RELIABILITY_BINS - 1)
+    table, ece = [], 0.0
+    for b in range(RELIABILITY_BINS):
+        inside = index == b
+        if not inside.any():
+            continue
+        gap = abs(float(observed[inside].mean()) - float(predicted[inside].mean()))
+        ece += gap * inside.sum() / len(predicted)
+        table.append(
+            {
+                "bin": f"[{edges[b]:.2f}, {edges[b + 1]:.2f}{']' if b == RELIABILITY_BINS - 1 else ')'}",
+                "count": int(inside.sum()),
+                "predicted": round(float(predicted[inside].mean()), 4),
+                "observed": round(float(observed[inside].mean()), 4),
+            }
+        )
+    return {"count": len(predicted), "ece": round(ece, 4), "table": table}
+
+
+def edge_reliability(judged: list[tuple[float, bool]]) -> dict:
+    """How well edge confidences predict a right direction, and how many of the wrong directions
+    the least-confident LOW_CONFIDENCE_SHARE of the edges hold."""
+    confidence = np.array([c for c, _ in judged], dtype=np.float64)
+    right = np.array([r for _, r in judged], dtype=np.float64)
+    out = reliability(confidence, right, 0.5)
+    lowest = np.argsort(confidence, kind="stable")[: max(1, round(LOW_CONFIDENCE_SHARE * len(judged)))]
+    wrong = int((right == 0).sum())
+    out.update(wrong=wrong, wrong_in_least_confident=int((right[lowest] == 0).sum()), least_confident=len(lowest))
+    return out
+
+
+def iou_reliability(estimated: list[tuple[float, float]]) -> dict:
+    """How well amodal_confidence estimates the true IoU (reliability table and mean absolute error)."""
+    predicted = np.array([p for p, _ in estimated], dtype=np.float64)
+    observed = np.array([o for _, o in estimated], dtype=np.float64)
+    out = reliability(predicted, observed, 0.0)
+    out["mean_abs_error"] = round(float(np.mean(np.abs(predicted - observed))), 4)
+    return out
 
 
 def _bin_label(k: int) -> str:

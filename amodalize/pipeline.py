@@ -7,6 +7,7 @@ images ``K, K+N, K+2N, ...`` into a part file that ``merge_files`` joins with th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -26,10 +27,15 @@ from amodalize.data.gaps import estimate_gap, modal_groups
 from amodalize.data.records import Dataset, ImageResult
 from amodalize.data.writer import augment, merge_parts, write_json_atomic
 from amodalize.infer.batcher import Completer, default_batch_size
+from amodalize.infer.fusion import IOU_FEATURES, PAIR_FEATURES
+
+# Test-time augmentation of PCNet-M queries unless asked otherwise (README, "Better than geometry").
+DEFAULT_TTA = "flip"
 from amodalize.models.pcnet_m import load_pcnet_m
 from amodalize.models.registry import DEFAULT_MODEL, file_sha256, resolve_checkpoint
 from amodalize.models.unet import fold_batchnorm, freeze_for_cpu
-from amodalize.train.calibrate import calibrate
+from amodalize.review import review
+from amodalize.train.calibrate import calibrate, fit_fusion, fusion_scenes
 from amodalize.train.loop import resolve_device
 from amodalize.train.partial import build_bank
 
@@ -43,11 +49,12 @@ def load_completer(
     batch_size: int | None = None,
     fold: bool = True,
     freeze: bool = True,
+    tta: str = DEFAULT_TTA,
 ) -> tuple[Completer, dict]:
     """A Completer for a PCNet-M checkpoint (a path, the name of a shipped model, or None for the
     default shipped one) and its provenance record (with its calibration). ``fold`` folds the
     BatchNorms into the convolutions (the same up to float rounding); ``freeze`` runs the model as
-    frozen TorchScript on CPU (the same outputs, faster)."""
+    frozen TorchScript on CPU (the same outputs, faster); ``tta`` is the test-time augmentation."""
     path, shipped = resolve_checkpoint(checkpoint or DEFAULT_MODEL)
     loaded = load_pcnet_m(path)
     dev = resolve_device(device)
@@ -55,7 +62,7 @@ def load_completer(
     model = fold_batchnorm(loaded.model) if fold else loaded.model
     if freeze and dev.type == "cpu":
         model = freeze_for_cpu(model, loaded.input_size)
-    completer = Completer(model, loaded.input_size, device=dev, batch_size=batch, amp=False)
+    completer = Completer(model, loaded.input_size, device=dev, batch_size=batch, amp=False, tta=tta)
     info = {
         "path": str(path),
         "shipped_model": shipped,
@@ -63,6 +70,7 @@ def load_completer(
         "kind": loaded.kind,
         "input_size": loaded.input_size,
         "calibration": loaded.calibration,
+        "tta": tta,
     }
     return completer, info
 
@@ -116,10 +124,12 @@ def resolve_options(
         measured = estimate_gap(modal_groups(dataset))
         gap = measured.gap
         record["gap"] = measured.to_json()
-    if not wanted or completer is None:
+    if completer is None:
         settings.update({k: UNCALIBRATED.get(k, gap) for k in wanted})
         record["source"] = record["source"] or "no model"
         return ConvertOptions(method, order, gap=gap, **settings), record
+    if not wanted:
+        return _with_fusion(dataset, ConvertOptions(method, order, gap=gap, **settings), None, completer, record)
     cal = ckpt_info.get("calibration")
     if cal is not None and (cal["gap"] == gap or "eraser_dilate" not in wanted):
         record["source"] = "the checkpoint's calibration"
@@ -138,7 +148,34 @@ def resolve_options(
         record["source"] = "reference thresholds (the checkpoint has no calibration)"
     record["calibration"] = cal
     settings.update({k: cal[k] for k in wanted})
-    return ConvertOptions(method, order, gap=gap, **settings), record
+    return _with_fusion(dataset, ConvertOptions(method, order, gap=gap, **settings), cal, completer, record)
+
+
+def _with_fusion(
+    dataset: Dataset, opts: ConvertOptions, cal: dict | None, completer: Completer, record: dict
+) -> tuple[ConvertOptions, dict]:
+    """``opts`` with the ordering fusion and IoU model: the calibration's when it was fitted at the
+    settings and gap in use, else fitted now on scenes of the input's own shapes."""
+    if opts.fusion is not None or opts.order != "fused":
+        return opts, record
+    same = cal is not None and all(cal[k] == getattr(opts, k) for k in ("order_th", "amodal_th", "eraser_dilate"))
+    current = same and cal.get("fusion") and cal["fusion"]["features"] == list(PAIR_FEATURES)
+    if current and cal["iou_model"]["features"] == list(IOU_FEATURES) and cal["gap"] == opts.gap:
+        fusion, iou_model = cal["fusion"], cal["iou_model"]
+        record["fusion_source"] = "the calibration"
+    else:
+        step = max(1, len(dataset.images) // CALIBRATION_IMAGES)
+        bank = build_bank([subset(dataset, dataset.images[::step])])
+        scenes = fusion_scenes(bank, calibration_samples(completer))
+        fitted = fit_fusion(bank, opts.gap, completer, opts, n=scenes)
+        if fitted is None:
+            record["fusion_source"] = "none: the input's shapes make no occluded pair to fit on"
+            return opts, record
+        fusion, iou_model = fitted
+        record["fusion_source"] = "fitted on scenes of the input's own shapes"
+    record["fusion"], record["iou_model"] = fusion, iou_model
+    iou_weights = tuple(iou_model["weights"]) if opts.method == "pcnet" else None
+    return dataclasses.replace(opts, fusion=tuple(fusion["weights"]), iou_model=iou_weights), record
 
 
 def parts_dir(output_json: Path) -> Path:
@@ -204,24 +241,32 @@ def convert_file(
     images_from: Path | None = None,
     min_score: float = 0.0,
     reference: bool = False,
+    tta: str | None = None,
+    review_json: Path | None = None,
     flush_every: int = 256,
     on_start: Callable[[int, int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     **settings: object,
 ) -> dict:
     """Convert one annotation file; ``settings`` are further ConvertOptions fields, 'auto' ones
-    decided by ``resolve_options`` (``reference``: the reference test protocol's settings).
+    decided by ``resolve_options`` (``reference``: the reference test protocol's settings, one view);
+    ``tta``: the test-time augmentation of PCNet-M queries (default DEFAULT_TTA); ``review_json``:
+    where to write the least-confident edges and completions (``amodalize.review``).
 
     ``on_start(total images, already finished)`` and ``on_progress(images)`` report progress.
     Returns a summary (images, instances, edges, pairs, seconds, forwards, queries, warning).
     """
     start = time.perf_counter()
     method = method or "pcnet"
-    order = order or ("pcnet" if method == "pcnet" or checkpoint else "convex")
-    needs_model = "pcnet" in (method, order)
+    learned = "pcnet" if reference else "fused"
+    order = order or (learned if method == "pcnet" or checkpoint else "convex")
+    tta = "none" if reference else tta or DEFAULT_TTA
+    needs_model = method == "pcnet" or order in ("pcnet", "fused")
     dataset = read_detections(input_json, images_from, min_score) if images_from else read_dataset(input_json, fmt)
     images = dataset.images if shard is None else dataset.images[shard[0] :: shard[1]]
-    completer, ckpt_info = load_completer(checkpoint, device, batch_size) if needs_model else (None, None)
+    completer, ckpt_info = (
+        load_completer(checkpoint, device, batch_size, tta=tta) if needs_model else (None, None)
+    )
     opts, decided = resolve_options(dataset, method, order, settings, completer, ckpt_info, reference)
     meta = {
         "version": __version__,
@@ -257,7 +302,10 @@ def convert_file(
             "images_total": len(dataset.images),
             "annotation_index": [positions[id(inst)] for inst in part.instances],
         }
-    write_json_atomic(output_json, augment(part, results, meta, compat_kins=compat == "kins"))
+    doc = augment(part, results, meta, compat_kins=compat == "kins")
+    write_json_atomic(output_json, doc)
+    if review_json:
+        write_json_atomic(review_json, review(doc))
     store.remove()
     summary = _summary(part, results, completer, opts, time.perf_counter() - start)
     summary["decided"] = decided

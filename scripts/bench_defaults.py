@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amodalize.data.formats import read_dataset  # noqa: E402
-from amodalize.evaluate import evaluate  # noqa: E402
+from amodalize.evaluate import edge_reliability, evaluate, iou_reliability  # noqa: E402
 from amodalize.pipeline import convert_file  # noqa: E402
 
 ORDER = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -33,15 +33,19 @@ DILATE = (0, 1, 2, 3, 4, 5, 6, 8)
 
 
 def score(files: list[tuple[Path, Path]], tmp: Path, **settings: object) -> dict:
-    """Pooled ordering accuracy and IoU of one conversion setting over ``files``."""
+    """Pooled ordering accuracy and IoU of one conversion setting over ``files``, and the
+    reliability of its confidences where it gives them."""
     correct = pairs = inter = union = 0
     decided = None
+    judged, estimated = [], []
     for k, (src, gt_path) in enumerate(files):
         out = tmp / f"out{k}.json"
         convert_file(src, out, **settings)
         gt = read_dataset(gt_path)
         annotated = gt.format == "coco_amodal" and all(i.occluded_by is not None for i in gt.instances)
-        m = evaluate(read_dataset(out, "coco_amodal"), gt, "annotated" if annotated else "masks")
+        m = evaluate(read_dataset(out, "coco_amodal"), gt, "annotated" if annotated else "masks", samples=True)
+        judged += m["samples"]["edges"]
+        estimated += m["samples"]["amodal"]
         correct, pairs = correct + m["order_correct"], pairs + m["order_pairs"]
         inter, union = inter + m["sum_intersection"], union + m["sum_union"]
         decided = decided or json.loads(out.read_text())["info"]["amodalize"]
@@ -51,6 +55,8 @@ def score(files: list[tuple[Path, Path]], tmp: Path, **settings: object) -> dict
         "pairs": pairs,
         "settings": {k: decided["settings"][k] for k in ("order_th", "amodal_th", "eraser_dilate", "gap")},
         "decided": decided.get("decided"),
+        "edge_confidence": edge_reliability(judged) if judged else None,
+        "amodal_confidence": iou_reliability(estimated) if estimated else None,
     }
 
 
@@ -72,11 +78,28 @@ def hand_tuned(files: list[tuple[Path, Path]], tmp: Path, checkpoint: Path) -> d
     return {**result, "best_order_acc": max(r["order_acc"] for r in tried.values()), "tried": len(tried)}
 
 
+def _value(text: str) -> object:
+    """A variant's setting: a number or true/false where it reads as one, else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=INPUT:GT[,...]")
     parser.add_argument("--no-search", action="store_true", help="Skip the hand-tuned search.")
+    parser.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        default=[],
+        metavar="NAME=KEY:VALUE[,KEY:VALUE...]",
+        help="Also score convert with these settings (e.g. single=tta:none,order:pcnet); repeatable.",
+    )
+    parser.add_argument("--brief", action="store_true", help="Leave the decisions out of the report.")
     args = parser.parse_args()
     report = {"checkpoint": str(args.checkpoint), "sets": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,6 +111,13 @@ def main() -> None:
                 "defaults": score(files, Path(tmp), checkpoint=args.checkpoint),
                 "convex_r": score(files, Path(tmp), method="convex-r", order="convex"),
             }
+            for variant in args.variants:
+                label, _, pairs = variant.partition("=")
+                extra = {k: _value(v) for k, v in (pair.split(":", 1) for pair in pairs.split(","))}
+                row[label] = score(files, Path(tmp), checkpoint=args.checkpoint, **extra)
+            if args.brief:
+                for result in row.values():
+                    result.pop("decided", None)
             if not args.no_search:
                 row["hand_tuned"] = hand_tuned(files, Path(tmp), args.checkpoint)
             row["seconds"] = round(time.perf_counter() - start, 1)

@@ -70,16 +70,18 @@ class Dataset:
 @dataclass
 class ImageResult:
     """One image's conversion: amodal RLE per annotation id, edges (occluder id, occludee id,
-    score in [0, 1]), the number of candidate pairs, and ``calibration`` = [completed area,
-    visible area] summed over instances with nothing in front (their ratio should stay near 1),
-    and whether the order graph has a cycle."""
+    score in [0, 1], confidence in [0.5, 1] or None), the number of candidate pairs, and
+    ``calibration`` = [completed area, visible area] summed over instances with nothing in front
+    (their ratio should stay near 1), whether the order graph has a cycle, and the estimated IoU
+    of each completed mask (``amodal_confidence``, by annotation id; empty when not estimated)."""
 
     image_id: int
     amodal: dict[int, dict] = field(default_factory=dict)
-    edges: list[tuple[int, int, float]] = field(default_factory=list)
+    edges: list[tuple[int, int, float, float | None]] = field(default_factory=list)
     pairs_tested: int = 0
     calibration: list[int] = field(default_factory=lambda: [0, 0])
     cyclic: bool = False
+    amodal_confidence: dict[int, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """A JSON-ready dict (for resumable part files)."""
@@ -90,6 +92,7 @@ class ImageResult:
             "pairs_tested": self.pairs_tested,
             "calibration": self.calibration,
             "cyclic": self.cyclic,
+            "amodal_confidence": {str(k): v for k, v in self.amodal_confidence.items()},
         }
 
     @classmethod
@@ -98,8 +101,9 @@ class ImageResult:
         return cls(
             d["image_id"],
             {int(k): v for k, v in d["amodal"].items()},
-            [(int(a), int(b), float(s)) for a, b, s in d["edges"]],
+            [(int(a), int(b), float(s), c) for a, b, s, c in d["edges"]],
             d["pairs_tested"],
             list(d["calibration"]),
             bool(d["cyclic"]),
+            {int(k): v for k, v in d["amodal_confidence"].items()},
         )

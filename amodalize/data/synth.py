@@ -8,13 +8,14 @@ how many others are made or in which process.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from amodalize.data.masks import Crop, encode_crop, rle_area, rle_bbox
+from amodalize.data.masks import Crop, decode_crop, dilate_square, encode_crop, place, rle_area, rle_bbox
 from amodalize.data.records import Dataset, ImageRecord, ImageResult, Instance
 from amodalize.data.writer import augment, write_json_atomic
 
@@ -88,28 +89,51 @@ def _shape(rng: np.random.Generator, kind: str, h: int, w: int) -> np.ndarray:
     return canvas.astype(bool)
 
 
-def make_scene(
-    rng: np.random.Generator, opts: SynthOptions
-) -> tuple[list[np.ndarray], list[np.ndarray], list[list[int]]]:
-    """Amodal masks, visible masks and direct occluders (indices), listed back to front.
+def place_shape(rng: np.random.Generator, shapes: Sequence[np.ndarray], h: int, w: int, near: tuple | None) -> tuple:
+    """One of ``shapes`` (tight bool masks at their natural scale) scaled 0.7-1.3x, maybe mirrored,
+    and placed on an ``[h, w]`` canvas (cut by its border where it reaches over): near the centre
+    ``near`` = (cx, cy, radius) of an object placed before, so that objects touch and overlap, or
+    anywhere when None. Returns the full mask and its (cx, cy, radius)."""
+    shape = shapes[int(rng.integers(len(shapes)))]
+    scale = rng.uniform(0.7, 1.3) * min(1.0, 0.8 * min(h, w) / max(shape.shape))
+    sh, sw = max(1, round(shape.shape[0] * scale)), max(1, round(shape.shape[1] * scale))
+    mask = cv2.resize(shape.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST).astype(bool)
+    if rng.random() < 0.5:
+        mask = mask[:, ::-1]
+    radius = 0.5 * np.hypot(sh, sw)
+    if near is None:
+        cx, cy = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h
+    else:
+        angle, reach = rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.8) * (near[2] + radius)
+        cx, cy = near[0] + reach * np.cos(angle), near[1] + reach * np.sin(angle)
+    x0, y0 = int(round(cx - sw / 2)), int(round(cy - sh / 2))
+    canvas = place(mask, (x0, y0, x0 + sw, y0 + sh), (0, 0, w, h))
+    return canvas, (cx, cy, radius)
 
-    Objects are considered front to back so that dropping a mostly hidden one never changes
-    what is visible of the objects in front of it.
+
+def layer(
+    candidates: list[np.ndarray], min_visible: float, min_pixels: int, erode: int = 0, cut: int = 0
+) -> tuple[list[np.ndarray], list[np.ndarray], list[list[int]]]:
+    """Stack full masks (listed back to front): amodal masks, annotated visible masks and direct
+    occluders (indices) of the objects kept, back to front.
+
+    An annotated visible mask is the visible part eroded by ``erode`` pixels (not from the image
+    border) and kept ``cut`` pixels away from what lies in front (annotation gaps). Objects are considered front to back so that
+    dropping a mostly hidden one never changes what is visible of the objects in front of it.
     """
-    h, w = opts.height, opts.width
-    n = int(rng.integers(opts.min_objects, opts.max_objects + 1))
-    candidates = [_shape(rng, SHAPES[int(rng.integers(len(SHAPES)))], h, w) for _ in range(n)]
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # front to back: amodal, visible, annotated
-    covered = np.zeros((h, w), dtype=bool)
+    covered = np.zeros(candidates[0].shape, dtype=bool) if candidates else None
     kernel = np.ones((3, 3), np.uint8)
     for amodal in reversed(candidates):
         area = np.count_nonzero(amodal)
         visible = amodal & ~covered
-        shown = cv2.erode(visible.astype(np.uint8), kernel, iterations=opts.gap).astype(bool) if opts.gap else visible
+        shown = cv2.erode(visible.astype(np.uint8), kernel, iterations=erode).astype(bool) if erode else visible
+        if cut:
+            shown &= ~dilate_square(covered, cut)
         if (
             area == 0
-            or np.count_nonzero(visible) < opts.min_visible * area
-            or np.count_nonzero(shown) < opts.min_pixels
+            or np.count_nonzero(visible) < min_visible * area
+            or np.count_nonzero(shown) < min_pixels
         ):
             continue
         kept.append((amodal, visible, shown))
@@ -117,6 +141,25 @@ def make_scene(
     kept.reverse()
     occluders = [[j for j in range(i + 1, len(kept)) if np.any(kept[j][1] & kept[i][0])] for i in range(len(kept))]
     return [k[0] for k in kept], [k[2] for k in kept], occluders
+
+
+def make_scene(
+    rng: np.random.Generator, opts: SynthOptions, shapes: Sequence[np.ndarray] | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray], list[list[int]]]:
+    """Amodal masks, visible masks and direct occluders (indices), listed back to front: procedural
+    shapes, or ``shapes`` (tight bool masks) placed in clusters."""
+    h, w = opts.height, opts.width
+    n = int(rng.integers(opts.min_objects, opts.max_objects + 1))
+    if shapes is None:
+        candidates = [_shape(rng, SHAPES[int(rng.integers(len(SHAPES)))], h, w) for _ in range(n)]
+    else:
+        candidates, placed = [], []
+        for _ in range(n):
+            near = placed[int(rng.integers(len(placed)))] if placed else None
+            mask, where = place_shape(rng, shapes, h, w, near)
+            candidates.append(mask)
+            placed.append(where)
+    return layer(candidates, opts.min_visible, opts.min_pixels, erode=opts.gap)
 
 
 def render_layers(
@@ -152,14 +195,17 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_dataset(out_dir: Path, images: int, seed: int, opts: SynthOptions) -> tuple[Path, Path]:
-    """Write ``modal.json`` (plain COCO), ``gt.json`` (COCO-amodal) and, with ``render``, images."""
+def make_dataset(
+    out_dir: Path, images: int, seed: int, opts: SynthOptions, shapes: Sequence[np.ndarray] | None = None
+) -> tuple[Path, Path]:
+    """Write ``modal.json`` (plain COCO), ``gt.json`` (COCO-amodal) and, with ``render``, images;
+    objects are procedural, or ``shapes`` (tight bool masks, see ``shapes_from``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     records, instances, results = [], [], {}
     h, w = opts.height, opts.width
     for index in range(images):
         rng = np.random.default_rng([seed, index])
-        amodals, visibles, occluders = make_scene(rng, opts)
+        amodals, visibles, occluders = make_scene(rng, opts, shapes)
         image_id = index + 1
         file_name = f"{image_id:06d}.png"
         source = {"id": image_id, "width": w, "height": h, "file_name": file_name}
@@ -179,12 +225,15 @@ def make_dataset(out_dir: Path, images: int, seed: int, opts: SynthOptions) -> t
             }
             instances.append(Instance(first + k, image_id, 1, modal, ann["bbox"], source=ann))
             result.amodal[first + k] = encode_crop(Crop(amodal), h, w)
-            result.edges += [(first + j, first + k, 1.0) for j in occluders[k]]
+            result.edges += [(first + j, first + k, 1.0, None) for j in occluders[k]]
         results[image_id] = result
         if opts.render:
             (out_dir / "images").mkdir(exist_ok=True)
             cv2.imwrite(str(out_dir / "images" / file_name), render(rng, amodals, (h, w)))
-    info = {"description": f"amodalize synth, seed {seed}", "synth": {"seed": seed, **opts.__dict__}}
+    info = {
+        "description": f"amodalize synth, seed {seed}",
+        "synth": {"seed": seed, **opts.__dict__, "shapes": None if shapes is None else len(shapes)},
+    }
     modal = {
         "info": info,
         "images": [r.source for r in records],
@@ -196,3 +245,21 @@ def make_dataset(out_dir: Path, images: int, seed: int, opts: SynthOptions) -> t
     write_json_atomic(out_dir / "modal.json", modal)
     write_json_atomic(out_dir / "gt.json", gt)
     return out_dir / "modal.json", out_dir / "gt.json"
+
+
+def shapes_from(datasets: Sequence[Dataset], width: int, height: int) -> list[np.ndarray]:
+    """The objects of ``datasets`` as tight bool masks (amodal where annotated, else visible),
+    rescaled from their images to a ``width`` x ``height`` canvas."""
+    shapes = []
+    for ds in datasets:
+        sizes = {image.id: (image.height, image.width) for image in ds.images}
+        for inst in ds.instances:
+            crop = decode_crop(inst.amodal if inst.amodal is not None else inst.modal)
+            if inst.iscrowd or crop.area < 16:
+                continue
+            ih, iw = sizes[inst.image_id]
+            scale = min(height / ih, width / iw)
+            h, w = crop.mask.shape
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            shapes.append(cv2.resize(crop.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool))
+    return [s for s in shapes if s.any()]

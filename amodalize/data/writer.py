@@ -57,17 +57,20 @@ def augment(dataset: Dataset, results: dict[int, ImageResult], meta: dict, compa
     occluded_by: dict[int, list[int]] = defaultdict(list)
     pairs = []
     for image in dataset.images:
-        for occluder, occludee, score in results[image.id].edges:
+        for occluder, occludee, score, confidence in results[image.id].edges:
             occluded_by[occludee].append(occluder)
-            pairs.append(
-                {"image_id": image.id, "occluder_id": occluder, "occludee_id": occludee, "score": round(score, 4)}
-            )
+            pair = {"image_id": image.id, "occluder_id": occluder, "occludee_id": occludee, "score": round(score, 4)}
+            if confidence is not None:
+                pair["confidence"] = confidence
+            pairs.append(pair)
     annotations = []
     for inst in dataset.instances:
         ann = dict(inst.source)
         if not inst.iscrowd:
             amodal = results[inst.image_id].amodal[inst.id]
             new = annotation_fields(inst, amodal, occluded_by[inst.id], dataset.format, compat_kins)
+            if inst.id in results[inst.image_id].amodal_confidence:
+                new["amodal_confidence"] = results[inst.image_id].amodal_confidence[inst.id]
             kept = {k: ann[k] for k, v in new.items() if k in ann and ann[k] != v}
             if dataset.format == "coco":
                 for k in MOVED_FROM_COCO:

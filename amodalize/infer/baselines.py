@@ -40,15 +40,20 @@ def order_yaxis(crops: list[Crop], pairs: list[tuple[int, int]]) -> Order:
     return order_from_sides(decisions, len(crops))
 
 
-def order_convex(crops: list[Crop], hulls: list[Crop], pairs: list[tuple[int, int]]) -> Order:
-    """Convex: ``occ[i, j] = |(hull_i \\ M_i) ∩ M_j|``; whoever's hull grows more into the other
-    is behind it."""
+def convex_increments(crops: list[Crop], hulls: list[Crop], pairs: list[tuple[int, int]]) -> np.ndarray:
+    """``occ[t, e] = |(hull_t \\ M_t) ∩ M_e|`` ``[N, N]`` for both directions of every pair: how far
+    each mask's convex hull grows into the other, in pixels."""
     occ = np.zeros((len(crops), len(crops)), dtype=np.float64)
     for i, j in pairs:
         for t, e in ((i, j), (j, i)):
             w = hulls[t].window
             occ[t, e] = np.count_nonzero(hulls[t].mask & ~crops[t].within(w) & crops[e].within(w))
-    return order_from_increments(occ, pairs)
+    return occ
+
+
+def order_convex(crops: list[Crop], hulls: list[Crop], pairs: list[tuple[int, int]]) -> Order:
+    """Convex: whoever's hull grows more into the other is behind it."""
+    return order_from_increments(convex_increments(crops, hulls, pairs), pairs)
 
 
 def amodal_convex_r(crops: list[Crop], hulls: list[Crop], order: np.ndarray) -> list[Crop]:

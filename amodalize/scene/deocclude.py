@@ -72,7 +72,7 @@ def objects_from_results(dataset: Dataset, image: ImageRecord, result: object) -
     """The non-crowd objects of ``image`` with amodal masks and order from a conversion result."""
     insts = [i for i in dataset.by_image[image.id] if not i.iscrowd]
     occluded_by: dict[int, list[int]] = {i.id: [] for i in insts}
-    for front, back, _ in result.edges:
+    for front, back, *_ in result.edges:
         occluded_by[back].append(front)
     return [SceneObject(i, decode_crop(i.modal), decode_crop(result.amodal[i.id]), occluded_by[i.id]) for i in insts]
 

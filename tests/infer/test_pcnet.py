@@ -52,7 +52,7 @@ def test_dual_completion_orders_and_completes_with_a_known_model():
     dataset, square = square_and_bar()
     completer = Completer(HullNet(), 64, device=torch.device("cpu"), batch_size=4)
     result = convert_dataset(dataset, ConvertOptions("pcnet", "pcnet"), completer=completer)[1]
-    assert [(a, b) for a, b, _ in result.edges] == [(2, 1)]  # the bar occludes the square
+    assert [(a, b) for a, b, *_ in result.edges] == [(2, 1)]  # the bar occludes the square
     got = decode_crop(result.amodal[1]).within((0, 0, 64, 64))
     assert (got & square).sum() / (got | square).sum() > 0.9  # resize rounding at the edges
     # 2 ordering queries; the square's completion behind the bar reuses one, and the bar, with
@@ -120,14 +120,14 @@ def test_reference_checkpoint_converts(tmp_path):
     invoke(["convert", src, out, "--checkpoint", ckpt])
     info = json.loads(out.read_text())["info"]["amodalize"]
     assert info["checkpoint"]["kind"] == "reference" and info["checkpoint"]["input_size"] == 256
-    assert info["method"] == info["order_method"] == "pcnet"
+    assert info["method"] == "pcnet" and info["order_method"] == "fused"
 
 
 def test_no_checkpoint_means_the_shipped_model(tmp_path, cocoa_files):
     result = invoke(["convert", cocoa_files / "1.json", tmp_path / "o.json"])
     assert "PCNet-M: the shipped model 'general'" in result.stderr
     info = json.loads((tmp_path / "o.json").read_text())["info"]["amodalize"]
-    assert info["method"] == info["order_method"] == "pcnet"
+    assert info["method"] == "pcnet" and info["order_method"] == "fused"
     assert info["checkpoint"]["shipped_model"] == "general"
     bad = invoke(["convert", cocoa_files / "1.json", tmp_path / "p.json", "--checkpoint", "nope"], exit_code=2)
     assert "not a shipped model" in bad.stderr and not (tmp_path / "p.json").exists()

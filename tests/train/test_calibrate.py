@@ -117,7 +117,7 @@ def test_reference_checkpoint_keeps_the_reference_thresholds_and_reference_flag_
     ckpt = tmp_path / "COCOA_pcnet_m.pth.tar"
     torch.save({"state_dict": state}, ckpt)
     modal, _ = make_dataset(tmp_path / "s", 2, 1, SynthOptions(width=64, height=64, gap=1))
-    invoke(["convert", modal, tmp_path / "o.json", "--checkpoint", ckpt])
+    invoke(["convert", modal, tmp_path / "o.json", "--checkpoint", ckpt, "--order", "pcnet"])
     info = json.loads((tmp_path / "o.json").read_text())["info"]["amodalize"]
     assert (info["settings"]["order_th"], info["settings"]["amodal_th"]) == (0.1, 0.2)
     assert info["settings"]["eraser_dilate"] == info["settings"]["gap"] == 2  # the gap is bridged
