@@ -278,6 +278,17 @@ def convert(input_json: Path, output_json: Path, checkpoint: str | None, shard: 
     if model:
         console.print(escape(f"PCNet-M: {model}"), soft_wrap=True)
     console.print(escape(settings_line(summary["settings"], summary["decided"])), soft_wrap=True)
+    if summary["tta"]:
+        fusion = summary["decided"].get("fusion_source")
+        console.print(
+            escape(
+                f"order: {summary['order']}{f' (fusion: {fusion})' if fusion else ''}; "
+                f"test-time augmentation: {summary['tta']}"
+            ),
+            soft_wrap=True,
+        )
+    if options.get("review_json"):
+        console.print(escape(f"least-confident edges and completions: {options['review_json']}"), soft_wrap=True)
     if summary.get("warning"):
         console.print(f"[bold yellow]warning:[/] {escape(summary['warning'])}", soft_wrap=True)
 

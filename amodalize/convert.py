@@ -29,7 +29,7 @@ from amodalize.infer import baselines
 from amodalize.infer.amodal import eraser_members, paste
 from amodalize.infer.batcher import Completer
 from amodalize.infer.fusion import IOU_FEATURES, IoUModel, OrderFusion, decide, iou_features, pair_features
-from amodalize.infer.order import edges, has_cycle, increment, order_from_increments, patches
+from amodalize.infer.order import edges, has_cycle, increment, order_from_increments, patches, soft_increment
 from amodalize.infer.pairs import touching_pairs
 
 AMODAL_METHODS = ("raw", "convex", "convex-r", "pcnet")
@@ -174,13 +174,18 @@ def order_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer) -
     queries = [(w, t, (e,)) for w, work in enumerate(works) for i, j in work.pairs for t, e in ((i, j), (j, i))]
     modal, eraser, prob = run_queries(works, queries, completer, opts) if queries else (None, None, [])
     occ = [np.zeros((len(work.live),) * 2) for work in works]
+    soft = [np.zeros((len(work.live),) * 2) for work in works]
     for q, (w, t, (e,)) in enumerate(queries):
-        occ[w][t, e] = increment(prob[q], modal[q], eraser[q], works[w].windows[t], opts.order_th, opts.increment)
+        window = works[w].windows[t]
+        occ[w][t, e] = increment(prob[q], modal[q], eraser[q], window, opts.order_th, opts.increment)
+        if opts.order == "fused":
+            soft[w][t, e] = soft_increment(prob[q], modal[q], eraser[q], window)
     for w, work in enumerate(works):
         work.order, work.score = order_from_increments(occ[w], work.pairs)
         if opts.order == "fused":
             convex = baselines.convex_increments(work.crops, work.hulls, work.pairs)
-            work.features = pair_features(occ[w], convex, [c.area for c in work.crops], work.pairs)
+            local = baselines.local_convex_increments(work.crops, work.pairs)
+            work.features = pair_features([occ[w], soft[w], convex, local], [c.area for c in work.crops], work.pairs)
             if opts.fusion is not None:
                 fuse(work, convex, opts)
     return {query: prob[q] for q, query in enumerate(queries)}

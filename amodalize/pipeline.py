@@ -28,17 +28,16 @@ from amodalize.data.records import Dataset, ImageResult
 from amodalize.data.writer import augment, merge_parts, write_json_atomic
 from amodalize.infer.batcher import Completer, default_batch_size
 from amodalize.infer.fusion import IOU_FEATURES, PAIR_FEATURES
-
-# Test-time augmentation of PCNet-M queries unless asked otherwise (README, "Better than geometry").
-DEFAULT_TTA = "flip"
 from amodalize.models.pcnet_m import load_pcnet_m
 from amodalize.models.registry import DEFAULT_MODEL, file_sha256, resolve_checkpoint
 from amodalize.models.unet import fold_batchnorm, freeze_for_cpu
 from amodalize.review import review
 from amodalize.train.calibrate import calibrate, fit_fusion, fusion_scenes
 from amodalize.train.loop import resolve_device
-from amodalize.train.partial import build_bank
+from amodalize.train.partial import InstanceBank, build_bank
 
+# Test-time augmentation of PCNet-M queries unless asked otherwise (README, "Better than geometry").
+DEFAULT_TTA = "flip"
 # Completed/visible area of instances with nothing in front above this means a badly calibrated model.
 CALIBRATION_LIMIT = 1.3
 
@@ -91,6 +90,12 @@ CALIBRATION_IMAGES = 400
 UNCALIBRATED = {"order_th": 0.1, "amodal_th": 0.2}
 
 
+def input_bank(dataset: Dataset) -> InstanceBank:
+    """The instances of at most CALIBRATION_IMAGES images spread over the input, to calibrate on."""
+    step = max(1, len(dataset.images) // CALIBRATION_IMAGES)
+    return build_bank([subset(dataset, dataset.images[::step])])
+
+
 def calibration_samples(completer: Completer) -> int:
     """Scenes for calibrating on the input: fewer where each query is expensive (a large model on CPU)."""
     return 300 if completer.device.type == "cuda" or completer.input_size <= 64 else 100
@@ -134,8 +139,7 @@ def resolve_options(
     if cal is not None and (cal["gap"] == gap or "eraser_dilate" not in wanted):
         record["source"] = "the checkpoint's calibration"
     elif cal is not None:
-        step = max(1, len(dataset.images) // CALIBRATION_IMAGES)  # enough instances, spread over the file
-        bank = build_bank([subset(dataset, dataset.images[::step])])
+        bank = input_bank(dataset)
         everyone = np.arange(len(bank))
         data = DataConfig(input_size=completer.input_size, gap=gap, enlarge_box=settings.get("enlarge", 3.0))
         samples = calibration_samples(completer)
@@ -162,18 +166,16 @@ def _with_fusion(
     current = same and cal.get("fusion") and cal["fusion"]["features"] == list(PAIR_FEATURES)
     if current and cal["iou_model"]["features"] == list(IOU_FEATURES) and cal["gap"] == opts.gap:
         fusion, iou_model = cal["fusion"], cal["iou_model"]
-        record["fusion_source"] = "the calibration"
+        record["fusion_source"] = "the calibration's"
     else:
-        step = max(1, len(dataset.images) // CALIBRATION_IMAGES)
-        bank = build_bank([subset(dataset, dataset.images[::step])])
+        bank = input_bank(dataset)
         scenes = fusion_scenes(bank, calibration_samples(completer))
         fitted = fit_fusion(bank, opts.gap, completer, opts, n=scenes)
         if fitted is None:
             record["fusion_source"] = "none: the input's shapes make no occluded pair to fit on"
             return opts, record
         fusion, iou_model = fitted
-        record["fusion_source"] = "fitted on scenes of the input's own shapes"
-    record["fusion"], record["iou_model"] = fusion, iou_model
+        record.update(fusion_source="fitted on scenes of the input's own shapes", fusion=fusion, iou_model=iou_model)
     iou_weights = tuple(iou_model["weights"]) if opts.method == "pcnet" else None
     return dataclasses.replace(opts, fusion=tuple(fusion["weights"]), iou_model=iou_weights), record
 
@@ -330,6 +332,8 @@ def _summary(
         "forwards": completer.forwards if completer else 0,
         "queries": completer.queries if completer else 0,
         "settings": {k: getattr(opts, k) for k in ("order_th", "amodal_th", "eraser_dilate", "gap")},
+        "order": opts.order,
+        "tta": completer.tta if completer else None,
     }
     if opts.method == "pcnet" and visible and grown / visible > CALIBRATION_LIMIT:
         summary["warning"] = (

@@ -53,8 +53,13 @@ def review(doc: dict, share: float = REVIEW_SHARE) -> dict:
     names = {image["id"]: image.get("file_name") for image in doc.get("images", [])}
     images = sorted(
         (
-            {"image_id": k, "file_name": names.get(k), "uncertain_edges": v["edges"],
-             "uncertain_instances": v["instances"], "lowest_confidence": v["lowest"]}
+            {
+                "image_id": k,
+                "file_name": names.get(k),
+                "uncertain_edges": v["edges"],
+                "uncertain_instances": v["instances"],
+                "lowest_confidence": v["lowest"],
+            }
             for k, v in per_image.items()
         ),
         key=lambda entry: (entry["lowest_confidence"], -entry["uncertain_edges"] - entry["uncertain_instances"]),

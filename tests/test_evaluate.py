@@ -9,7 +9,7 @@ from amodalize.convert import ConvertOptions, convert_dataset
 from amodalize.data.formats import read_dataset
 from amodalize.data.writer import augment, write_json_atomic
 from amodalize.errors import InputError
-from amodalize.evaluate import evaluate
+from amodalize.evaluate import edge_reliability, evaluate, iou_reliability
 from tests.conftest import regions
 
 
@@ -98,3 +98,36 @@ def test_modal_only_gt_is_an_error(tmp_path, cocoa_files):
     plain.write_text(json.dumps(doc))
     with pytest.raises(InputError, match="no amodal masks"):
         evaluate(pred, read_dataset(plain, "coco"))
+
+
+def test_reliability_tables_and_the_wrong_edges_among_the_least_confident():
+    confidence = [0.55] * 10 + [0.95] * 10
+    right = [False] * 5 + [True] * 15
+    out = edge_reliability(list(zip(confidence, right)))
+    assert out["count"] == 20 and out["wrong"] == 5
+    assert [(row["count"], row["observed"]) for row in out["table"]] == [(10, 0.5), (10, 1.0)]
+    assert out["ece"] == pytest.approx((10 * 0.05 + 10 * 0.05) / 20)
+    assert out["least_confident"] == 2 and out["wrong_in_least_confident"] == 2  # ties keep file order
+    iou = iou_reliability([(0.9, 0.8), (0.2, 0.2)])
+    assert iou["mean_abs_error"] == pytest.approx(0.05) and iou["ece"] == pytest.approx(0.05)
+
+
+def test_evaluate_scores_the_confidences_a_prediction_carries(tmp_path):
+    from amodalize.data.synth import SynthOptions, make_dataset
+
+    _, gt_path = make_dataset(tmp_path, 6, 5, SynthOptions(width=96, height=96))
+    doc = json.loads(gt_path.read_text())
+    for k, pair in enumerate(doc["occlusion_pairs"]):
+        pair["confidence"] = 0.9 if k % 2 else 0.7
+    for ann in doc["annotations"]:
+        ann["amodal_confidence"] = 0.8
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps(doc))
+    gt = read_dataset(gt_path)
+    m = evaluate(read_dataset(pred, "coco_amodal"), gt, "annotated")
+    edges = m["edge_confidence"]
+    assert edges["count"] == m["order_pairs"] == len(doc["occlusion_pairs"]) and edges["wrong"] == 0
+    assert edges["ece"] == pytest.approx(1 - np.mean([p["confidence"] for p in doc["occlusion_pairs"]]), abs=1e-4)
+    assert m["amodal_confidence"]["count"] == m["instances"]
+    assert m["amodal_confidence"]["mean_abs_error"] == pytest.approx(0.2)  # every IoU is 1
+    assert evaluate(gt, gt, "annotated")["edge_confidence"] is None

@@ -118,8 +118,9 @@ def layer(
     occluders (indices) of the objects kept, back to front.
 
     An annotated visible mask is the visible part eroded by ``erode`` pixels (not from the image
-    border) and kept ``cut`` pixels away from what lies in front (annotation gaps). Objects are considered front to back so that
-    dropping a mostly hidden one never changes what is visible of the objects in front of it.
+    border) and kept ``cut`` pixels away from what lies in front (annotation gaps). Objects are
+    considered front to back so that dropping a mostly hidden one never changes what is visible of
+    the objects in front of it.
     """
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # front to back: amodal, visible, annotated
     covered = np.zeros(candidates[0].shape, dtype=bool) if candidates else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from amodalize.data.masks import EMPTY, Crop, centroid_y, union_within
+from amodalize.data.masks import EMPTY, Crop, centroid_y, convex_hull, grow, intersect_window, tight, union_within
 from amodalize.infer.order import ancestors, order_from_increments, order_from_sides
 
 Order = tuple[np.ndarray, np.ndarray]
@@ -48,6 +48,25 @@ def convex_increments(crops: list[Crop], hulls: list[Crop], pairs: list[tuple[in
         for t, e in ((i, j), (j, i)):
             w = hulls[t].window
             occ[t, e] = np.count_nonzero(hulls[t].mask & ~crops[t].within(w) & crops[e].within(w))
+    return occ
+
+
+def local_convex_increments(crops: list[Crop], pairs: list[tuple[int, int]], reach: int = 1) -> np.ndarray:
+    """Like ``convex_increments`` but with each mask's hull taken only near the contact: inside the
+    overlap of the two boxes grown by a quarter of the smaller object's size, so that the shape of
+    the boundary where the two meet decides, not concavities far away."""
+    occ = np.zeros((len(crops), len(crops)), dtype=np.float64)
+    for i, j in pairs:
+        margin = max(reach, round(0.25 * np.sqrt(min(crops[i].area, crops[j].area))))
+        window = intersect_window(grow(crops[i].window, margin), grow(crops[j].window, margin))
+        if window is None:
+            continue
+        for t, e in ((i, j), (j, i)):
+            near = tight(crops[t].within(window), window[0], window[1])
+            if near is EMPTY:
+                continue
+            hull = convex_hull(near)
+            occ[t, e] = np.count_nonzero(hull.mask & ~near.mask & crops[e].within(hull.window))
     return occ
 
 

@@ -17,8 +17,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Features of a pair (i, j), each positive when the evidence says i is in front of j.
-PAIR_FEATURES = ("pcnet_share", "pcnet_area", "convex_share", "convex_area")
+# Features of a pair (i, j), each positive when the evidence says i is in front of j: share and
+# size of the difference of dual completion's increments (thresholded, then expected), of the
+# convex hulls' increments and of the hulls' increments near the contact.
+PAIR_FEATURES = (
+    "pcnet_share",
+    "pcnet_area",
+    "soft_share",
+    "soft_area",
+    "convex_share",
+    "convex_area",
+    "local_share",
+    "local_area",
+)
 # Features of a completed instance for its IoU estimate (the first is the intercept).
 IOU_FEATURES = ("one", "new_share", "undecided", "occluded", "at_border")
 # L2 penalty of the logistic fit, per pair: keeps weights finite when the scenes separate perfectly.
@@ -32,16 +43,15 @@ def _signed(growth_ij: float, growth_ji: float, area: float) -> tuple[float, flo
     return (diff / total if total else 0.0), float(np.clip(diff / max(area, 1.0), -1.0, 1.0))
 
 
-def pair_features(
-    pcnet: np.ndarray, convex: np.ndarray, areas: list[int], pairs: list[tuple[int, int]]
-) -> np.ndarray:
-    """``[P, 4]`` features (PAIR_FEATURES) of the candidate ``pairs`` from the directed increments
-    ``pcnet[t, e]`` and ``convex[t, e]`` (image pixels t grows behind e) and the visible areas."""
-    out = np.zeros((len(pairs), len(PAIR_FEATURES)), dtype=np.float64)
+def pair_features(increments: list[np.ndarray], areas: list[int], pairs: list[tuple[int, int]]) -> np.ndarray:
+    """``[P, F]`` features (PAIR_FEATURES) of the candidate ``pairs`` from directed increments
+    ``[N, N]`` (``occ[t, e]``: image pixels t grows behind e; dual completion's, its expected
+    version, the hulls' and the local hulls', in that order) and the visible areas."""
+    out = np.zeros((len(pairs), 2 * len(increments)), dtype=np.float64)
     for k, (i, j) in enumerate(pairs):
         smaller = min(areas[i], areas[j])
-        out[k, :2] = _signed(pcnet[i, j], pcnet[j, i], smaller)
-        out[k, 2:] = _signed(convex[i, j], convex[j, i], smaller)
+        for f, occ in enumerate(increments):
+            out[k, 2 * f : 2 * f + 2] = _signed(occ[i, j], occ[j, i], smaller)
     return out
 
 
@@ -104,8 +114,8 @@ def fit_order(features: np.ndarray, front: np.ndarray) -> OrderFusion:
         tuple(round(float(v), 6) for v in w),
         len(front),
         accuracy(features @ w),
-        accuracy(features[:, 0]),
-        accuracy(features[:, 2]),
+        accuracy(features[:, PAIR_FEATURES.index("pcnet_share")]),
+        accuracy(features[:, PAIR_FEATURES.index("convex_share")]),
     )
 
 
@@ -162,8 +172,6 @@ def fit_iou(features: np.ndarray, iou: np.ndarray) -> IoUModel:
     return IoUModel(model.weights, len(iou), round(error, 4))
 
 
-def iou_features(
-    new_share: float, undecided: float, occluded: bool, at_border: bool
-) -> np.ndarray:
+def iou_features(new_share: float, undecided: float, occluded: bool, at_border: bool) -> np.ndarray:
     """One instance's IOU_FEATURES row."""
     return np.array([1.0, new_share, undecided, float(occluded), float(at_border)])

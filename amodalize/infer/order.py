@@ -113,6 +113,14 @@ def patches(
     return modal.astype(np.uint8), eraser.astype(np.uint8)
 
 
+def soft_increment(prob: np.ndarray, modal: np.ndarray, eraser: np.ndarray, window: tuple) -> float:
+    """Expected growth of the target behind the eraser, in image pixels: P(fg) summed over the
+    eraser's pixels outside the target's visible mask (no threshold)."""
+    side = window[2] - window[0]
+    inside = eraser.astype(bool) & (modal == 0)
+    return float(prob[inside].sum()) * (side / prob.shape[0]) ** 2
+
+
 def increment(
     prob: np.ndarray, modal: np.ndarray, eraser: np.ndarray, window: tuple, threshold: float, mode: str = "code"
 ) -> float:

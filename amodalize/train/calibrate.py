@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from amodalize.config import DataConfig
-from amodalize.convert import ConvertOptions, amodal_pcnet, order_pcnet, completion, fuse, prepare, run_queries
+from amodalize.convert import ConvertOptions, amodal_pcnet, completion, fuse, order_pcnet, prepare, run_queries
 from amodalize.data.masks import Crop, dilate_square, encode_crop, erode_square, resample, rle_bbox, square_window
 from amodalize.data.records import ImageRecord, Instance
 from amodalize.data.synth import layer, place_shape

@@ -8,11 +8,20 @@ import torch
 
 from amodalize.config import DataConfig
 from amodalize.data.formats import read_dataset
+from amodalize.data.masks import dilate_square
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.infer.batcher import Completer
+from amodalize.infer.fusion import PAIR_FEATURES
 from amodalize.models.pcnet_m import load_pcnet_m
 from amodalize.pipeline import REFERENCE_SETTINGS
-from amodalize.train.calibrate import AMODAL_GRID, ORDER_GRID, build_scenes, calibrate, dilation_candidates
+from amodalize.train.calibrate import (
+    AMODAL_GRID,
+    ORDER_GRID,
+    build_scenes,
+    calibrate,
+    dilation_candidates,
+    layered_scenes,
+)
 from amodalize.train.loop import train
 from amodalize.train.partial import build_bank
 from tests.conftest import invoke
@@ -37,8 +46,6 @@ def test_scenes_hide_part_of_the_target_behind_the_eraser_with_the_gap(bank):
             assert not (visible & ~full).any() and (full & ~visible).any()  # A is partly hidden
             assert not (visible & front).any()
             if gap:  # nothing of the front mask within the gap of A's visible part
-                from amodalize.data.masks import dilate_square
-
                 assert not (dilate_square(front, 1) & visible).any()
 
 
@@ -96,6 +103,47 @@ def test_convert_uses_the_calibration_and_flags_override_it(tmp_path, calibrated
     settings = json.loads((tmp_path / "b.json").read_text())["info"]["amodalize"]["settings"]
     assert settings["order_th"] == 0.77 and settings["eraser_dilate"] == 3 and settings["amodal_th"] == cal["amodal_th"]
     assert settings["gap"] == 0  # an explicit dilation measures no gap
+
+
+def test_the_fusion_round_trips_in_the_checkpoint_and_flags_override_it(tmp_path, calibrated):
+    path, metrics = calibrated
+    cal = load_pcnet_m(path).calibration
+    assert cal["fusion"]["features"] == list(PAIR_FEATURES) and len(cal["fusion"]["weights"]) == len(PAIR_FEATURES)
+    assert cal["fusion"]["pairs"] > 0 and cal["iou_model"]["instances"] > 0 and cal == metrics["calibration"]
+    modal, _ = make_dataset(tmp_path / "s", 3, 9, SynthOptions(width=96, height=96))
+    invoke(["convert", modal, tmp_path / "a.json", "--checkpoint", path, "--review", tmp_path / "review.json"])
+    doc = json.loads((tmp_path / "a.json").read_text())
+    info = doc["info"]["amodalize"]
+    assert info["order_method"] == "fused" and info["checkpoint"]["tta"] == "flip"
+    assert info["decided"]["fusion_source"] == "the calibration's"
+    assert info["settings"]["fusion"] == cal["fusion"]["weights"]
+    assert doc["occlusion_pairs"] and all(0.5 <= p["confidence"] <= 1 for p in doc["occlusion_pairs"])
+    assert all(0 <= a["amodal_confidence"] <= 1 for a in doc["annotations"])
+    listed = json.loads((tmp_path / "review.json").read_text())
+    assert listed["edges_total"] == len(doc["occlusion_pairs"]) and listed["edges"]
+    lowest = min(p["confidence"] for p in doc["occlusion_pairs"])
+    assert listed["edges"][0]["confidence"] == lowest
+    for flag in ("pcnet", "convex"):
+        invoke(["convert", modal, tmp_path / f"{flag}.json", "--checkpoint", path, "--order", flag])
+        other = json.loads((tmp_path / f"{flag}.json").read_text())
+        assert other["info"]["amodalize"]["order_method"] == flag
+        assert not any("confidence" in p for p in other["occlusion_pairs"])
+        assert not any("amodal_confidence" in a for a in other["annotations"])
+
+
+def test_layered_scenes_know_their_order_and_keep_the_gap(bank):
+    for gap in (0, 3):
+        scenes = layered_scenes(bank, gap, 0, 12)
+        assert len(scenes) >= 8
+        for image, instances, amodals, occluders in scenes:
+            visible = [read_mask(inst, image) for inst in instances]
+            for k, (mask, full) in enumerate(zip(visible, amodals)):
+                assert not (mask & ~full).any()
+                for j in occluders[k]:
+                    assert j > k and (amodals[j] & full).any()  # a direct occluder lies over it
+                    if gap:  # the occluder's visible mask stays off this one's by the gap's cut
+                        assert not (dilate_square(visible[j], 1) & mask).any()
+        assert any(occluders for _, _, _, occluders in scenes)
 
 
 def test_input_with_another_gap_is_calibrated_on_itself(tmp_path, calibrated):
