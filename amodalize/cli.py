@@ -206,7 +206,13 @@ FORMAT_OPTION = click.option(
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where PCNet-M runs.")
 @FORMAT_OPTION
 @click.option("--compat", type=click.Choice(["kins"]), default=None, help="Also write KINS-2019 key names.")
-@click.option("--workers", type=int, default=-1, help="Processes for model-free methods (-1: all cores).")
+@click.option(
+    "--workers",
+    type=int,
+    default=-1,
+    help="Processes for the host work: model-free methods (-1: all cores), or mask work beside PCNet-M's "
+    "forwards (-1: the cores less one on CUDA, none on CPU, where the convolutions use the cores).",
+)
 @click.option(
     "--images-from",
     type=EXISTING_FILE,

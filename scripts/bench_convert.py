@@ -10,6 +10,9 @@
 2. The CPU default (a cpu-small checkpoint, or random widen 1 at 64 px): queries/s and images/s.
 3. With ``--large``: one 4000x4000 image of ~300 instances (tiled synth scenes): seconds for the
    whole file conversion (read, decode, order, complete, encode, write).
+With ``--host`` instead: the host work alone (the network replaced by a stub that costs nothing) on
+COCO-sized procedural images, at 1, 2 and all-cores worker processes: queries/s for each, and whether
+the outputs are identical across worker counts.
 Prints one JSON document.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
@@ -119,13 +123,62 @@ def same(a: dict, b: dict) -> bool:
     return all(a[k].amodal == b[k].amodal and a[k].edges == b[k].edges for k in a)
 
 
+class StubNet(torch.nn.Module):
+    """A network that costs nothing: P(fg) is the visible mask grown into the eraser where it touches."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fg = (x[:, :1] > 0).float()
+        grown = torch.nn.functional.max_pool2d(fg, 5, stride=1, padding=2) * x[:, 1:2]
+        return torch.cat([-(fg + grown), fg + grown], dim=1) * 4 - 2
+
+
+def host_bench(tmp: Path, images: int, size: int, chunk: int) -> dict:
+    """Host work alone: queries/s of conversion with a stub network at 1, 2 and all-cores workers."""
+    from amodalize.convert import ConvertOptions
+    from amodalize.infer.batcher import Completer, default_batch_size
+
+    opts = SynthOptions(width=640, height=480, min_objects=3, max_objects=12)
+    modal, _ = make_dataset(tmp / "host", images, 17, opts)
+    dataset = read_dataset(modal)
+    convert_opts = ConvertOptions("pcnet", "pcnet", order_th=0.3, amodal_th=0.3)
+    counts = sorted({1, 2, os.cpu_count() or 1})
+    per_workers, results, queries = {}, {}, 0
+    for workers in counts:
+        device = torch.device("cpu")
+        completer = Completer(StubNet(), size, device=device, batch_size=default_batch_size(device, size))
+        start = time.perf_counter()
+        results[workers] = convert_dataset(
+            dataset, convert_opts, workers=workers, chunk_size=chunk, completer=completer
+        )
+        per_workers[str(workers)] = round(completer.queries / (time.perf_counter() - start), 1)
+        queries = completer.queries
+    first = results[counts[0]]
+    return {
+        "images": images,
+        "input_size": size,
+        "queries": queries,
+        "per_workers": per_workers,
+        "speedup_2_over_1": round(per_workers["2"] / per_workers["1"], 2) if "2" in per_workers else None,
+        "identical": all(same(first, r) for r in results.values()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=None, help="CPU-default model (else random widen 1)")
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--large", action="store_true", help="Also the 4000x4000 image.")
+    parser.add_argument("--host", action="store_true", help="Only the host work, with a stub network.")
+    parser.add_argument("--host-images", type=int, default=200, help="640x480 images for --host.")
+    parser.add_argument("--host-size", type=int, default=256, help="Patch side for --host.")
+    parser.add_argument("--host-chunk", type=int, default=16, help="Images per chunk for --host.")
     args = parser.parse_args()
-    report: dict = {"threads": torch.get_num_threads()}
+    report: dict = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    if args.host:
+        with tempfile.TemporaryDirectory() as tmp:
+            report["host"] = host_bench(Path(tmp), args.host_images, args.host_size, args.host_chunk)
+        print(json.dumps(report, indent=1))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         dataset = read_dataset(repeated_input(tmp, args.repeat))

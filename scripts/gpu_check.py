@@ -10,6 +10,11 @@ Parts, each guarded (a failing part records its error and the others still run):
   torchrun     the same under torchrun --nproc_per_node 1 (nccl on CUDA), then --resume
   convert      paper-size and cpu-small checkpoints over held-out scenes at the CUDA default batch and
                at batch 1; order graph and masks compared with a CPU run of the same checkpoint
+  convert_large  a COCO-sized split: >= 20,000 procedural 640x480 images (3-12 objects; 500 distinct
+               ones repeated) through the default conversion for the paper-size and cpu-small models,
+               host work in worker processes: queries/s, images/s, the share of wall time inside
+               forward passes, and the minutes COCO train (118,287 images, ~7.3 instances each) would
+               take at that rate; sized down to fit its time budget
   pcnet_c      PCNet-C at the reference size (preset pcnet_c/cocoa): samples/s, peak memory; then
                deocclude of a few rendered scenes on the device
   maskrcnn     Mask R-CNN r50-fpn: training steps and an amodal-AP evaluation, step time and memory
@@ -60,6 +65,9 @@ FULL = {
     "deocclude_images": 5,
     "mrcnn_steps": 40,
     "mrcnn_batch": 4,
+    "large_distinct": 500,
+    "large_images": 20000,
+    "large_budget_s": 75,
 }
 QUICK = {
     "scene_size": 64,
@@ -79,10 +87,16 @@ QUICK = {
     "deocclude_images": 2,
     "mrcnn_steps": 2,
     "mrcnn_batch": 1,
+    "large_distinct": 3,
+    "large_images": 12,
+    "large_budget_s": 60,
 }
 
 
-PARTS = ("data", "train_m", "torchrun", "train_small", "convert", "pcnet_c", "maskrcnn")
+PARTS = ("data", "train_m", "torchrun", "train_small", "convert", "convert_large", "pcnet_c", "maskrcnn")
+# COCO train2017: images, and instances per image.
+COCO_TRAIN_IMAGES = 118_287
+COCO_INSTANCES_PER_IMAGE = 7.3
 
 
 class Report:
@@ -278,6 +292,64 @@ def convert_part(out: Path, test: Path, ckpts: dict[str, Path], size: dict, devi
     return result
 
 
+def repeated(dataset, times: int):
+    """``dataset``'s images and instances ``times`` over, with fresh ids (the same work per copy)."""
+    import dataclasses
+
+    from amodalize.data.records import Dataset
+
+    images, instances = [], []
+    for _ in range(times):
+        for image in dataset.images:
+            new_id = len(images) + 1
+            images.append(dataclasses.replace(image, id=new_id, source={**image.source, "id": new_id}))
+            for inst in dataset.by_image[image.id]:
+                instances.append(dataclasses.replace(inst, id=len(instances) + 1, image_id=new_id))
+    return Dataset(dataset.path, dataset.format, images, instances, dataset.categories)
+
+
+def convert_large_part(out: Path, ckpts: dict[str, Path], size: dict, device: str) -> dict:
+    from amodalize.convert import convert_dataset
+    from amodalize.data.formats import read_dataset
+    from amodalize.pipeline import load_completer, resolve_options
+
+    opts = SynthOptions(width=640, height=480, min_objects=3, max_objects=12)
+    modal, _ = make_dataset(out / "large-distinct", size["large_distinct"], 4242, opts)
+    distinct = read_dataset(modal)
+    result: dict = {"distinct_images": len(distinct.images)}
+    for name, ckpt in ckpts.items():
+        completer, info = load_completer(ckpt, device)
+        settings, _ = resolve_options(distinct, "pcnet", "fused", {}, completer, info)
+        start = time.perf_counter()  # one pass over the distinct images: warm-up and rate probe
+        convert_dataset(distinct, settings, completer=completer)
+        probe = time.perf_counter() - start
+        wanted = size["large_images"] // len(distinct.images)
+        fits = max(1, int(size["large_budget_s"] / max(probe, 1e-3)))
+        dataset = repeated(distinct, min(wanted, fits))
+        completer.queries, completer.forward_s = 0, 0.0
+        start = time.perf_counter()
+        convert_dataset(dataset, settings, completer=completer)
+        wall = time.perf_counter() - start
+        queries_per_instance = completer.queries / len(dataset.instances)
+        rate = completer.queries / wall
+        result[name] = {
+            "images": len(dataset.images),
+            "instances": len(dataset.instances),
+            "queries": completer.queries,
+            "queries_per_s": round(rate, 1),
+            "images_per_s": round(len(dataset.images) / wall, 1),
+            "gpu_busy_fraction": round(completer.forward_s / wall, 3),
+            "projected_coco_train_min": round(
+                COCO_TRAIN_IMAGES * COCO_INSTANCES_PER_IMAGE * queries_per_instance / rate / 60, 1
+            ),
+            "batch_size": completer.batch_size,
+            "tta": completer.tta,
+            "sized_down": min(wanted, fits) < wanted,
+            "seconds": round(wall, 1),
+        }
+    return result
+
+
 def pcnet_c_part(out: Path, train_dir: Path, test_dir: Path, small: Path | None, size: dict, device: str) -> dict:
     from amodalize.scene.deocclude import deocclude_file
     from amodalize.train.content import train_content
@@ -414,6 +486,7 @@ def main() -> int:
     if small:
         ckpts["small"] = Path(small["checkpoint"])
     report.part("convert", convert_part, out, test_dir / "modal.json", ckpts, size, device)
+    report.part("convert_large", convert_large_part, out, ckpts, size, device)
     report.part("pcnet_c", pcnet_c_part, out, train_dir, test_dir, ckpts.get("small"), size, device)
     report.part("maskrcnn", maskrcnn_part, out, train_dir, test_dir, size, device)
 

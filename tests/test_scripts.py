@@ -21,12 +21,32 @@ def test_gpu_check_quick_runs_every_part(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads((tmp_path / "gpu_check.json").read_text())
     assert json.loads(done.stdout) == doc
-    assert set(doc["parts"]) == {"data", "train_m", "torchrun", "train_small", "convert", "pcnet_c", "maskrcnn"}
+    assert set(doc["parts"]) == {
+        "data",
+        "train_m",
+        "torchrun",
+        "train_small",
+        "convert",
+        "convert_large",
+        "pcnet_c",
+        "maskrcnn",
+    }
     assert all(part["ok"] for part in doc["parts"].values())
     assert doc["parts"]["torchrun"]["backend"] == ["gloo", "gloo"] and doc["parts"]["torchrun"]["steps"] == 3
     for model in ("paper", "small"):  # the same checkpoint on the same device: identical outputs
         same = doc["parts"]["convert"][model]["device_vs_cpu"]
         assert same["order_identical"] and same["mask_iou"] == 1.0
+        large = doc["parts"]["convert_large"][model]
+        assert large["images"] >= 3 and large["queries"] > 0 and 0 < large["gpu_busy_fraction"] <= 1
+        assert large["projected_coco_train_min"] > 0
+
+
+def test_bench_convert_host_part_is_identical_across_worker_counts():
+    done = run_script("bench_convert.py", "--host", "--host-images", "6", "--host-chunk", "2", "--host-size", "32")
+    assert done.returncode == 0, done.stderr[-3000:]
+    host = json.loads(done.stdout)["host"]
+    assert host["identical"] is True and host["queries"] > 0
+    assert {"1", "2"} <= set(host["per_workers"]) and all(v > 0 for v in host["per_workers"].values())
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the CUDA-less message is checked where CI runs")
