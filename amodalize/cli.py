@@ -389,6 +389,18 @@ def metrics_table(m: dict, title: str) -> Table:
     table.add_row("mean IoU, occluded instances", f"{_pct(m['miou_occluded'])}  (n={m['occluded_instances']})")
     for b in m["by_occlusion"]:
         table.add_row(f"  pooled IoU, occlusion {b['bin']}", f"{_pct(b['pooled_iou'])}  (n={b['instances']})")
+    edges, amodal = m.get("edge_confidence"), m.get("amodal_confidence")
+    if edges:
+        table.add_row("edge confidence: calibration error (ECE)", f"{edges['ece']:.3f}  (n={edges['count']})")
+        table.add_row(
+            "  wrong edges among the least-confident 10%",
+            f"{edges['wrong_in_least_confident']} of {edges['wrong']}  ({edges['least_confident']} edges)",
+        )
+    if amodal:
+        table.add_row(
+            "amodal_confidence vs true IoU: mean abs. error / ECE",
+            f"{amodal['mean_abs_error']:.3f} / {amodal['ece']:.3f}  (n={amodal['count']})",
+        )
     return table
 
 

@@ -124,12 +124,11 @@ def same(a: dict, b: dict) -> bool:
 
 
 class StubNet(torch.nn.Module):
-    """A network that costs nothing: P(fg) is the visible mask grown into the eraser where it touches."""
+    """A network that costs next to nothing: P(fg) high on the visible mask and the eraser."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fg = (x[:, :1] > 0).float()
-        grown = torch.nn.functional.max_pool2d(fg, 5, stride=1, padding=2) * x[:, 1:2]
-        return torch.cat([-(fg + grown), fg + grown], dim=1) * 4 - 2
+        logit = x[:, :1] + x[:, 1:2] - 0.5
+        return torch.cat([-logit, logit], dim=1)
 
 
 def host_bench(tmp: Path, images: int, size: int, chunk: int) -> dict:
@@ -143,6 +142,10 @@ def host_bench(tmp: Path, images: int, size: int, chunk: int) -> dict:
     convert_opts = ConvertOptions("pcnet", "pcnet", order_th=0.3, amodal_th=0.3)
     counts = sorted({1, 2, os.cpu_count() or 1})
     per_workers, results, queries = {}, {}, 0
+    warm = Completer(
+        StubNet(), size, device=torch.device("cpu"), batch_size=default_batch_size(torch.device("cpu"), size)
+    )
+    convert_dataset(dataset, convert_opts, images=dataset.images[:chunk], completer=warm)  # first-call costs
     for workers in counts:
         device = torch.device("cpu")
         completer = Completer(StubNet(), size, device=device, batch_size=default_batch_size(device, size))

@@ -3,9 +3,11 @@
 Per non-crowd annotation: ``segmentation``/``bbox``/``area`` become the amodal mask, box and area;
 ``visible_mask``/``visible_bbox``/``visible_area`` hold the input's modal ones (input polygons are
 kept verbatim as ``visible_polygons``); ``invisible_mask`` = amodal minus visible, ``occlude_rate`` =
-invisible / amodal area, ``occluded_by`` = sorted ids of the direct occluders. Any other input
-value amodalize overwrites (e.g. COCOA's annotated amodal polygon) is kept under ``source_fields``.
-Per file: ``occlusion_pairs`` (the order graph) and ``info.amodalize`` (how it was made).
+invisible / amodal area, ``occluded_by`` = sorted ids of the direct occluders, and, where the
+conversion estimates it, ``amodal_confidence`` = the estimated IoU of the amodal mask with the truth.
+Any other input value amodalize overwrites (e.g. COCOA's annotated amodal polygon) is kept under
+``source_fields``. Per file: ``occlusion_pairs`` (the order graph; each edge's ``score`` and, with
+fused ordering, ``confidence`` = P(this occluder is in front)) and ``info.amodalize`` (how it was made).
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 The process that owns the model (and the GPU, where there is one) runs only forward passes. Each
 worker process converts whole chunks of images (decoding, pair tests, patches, increments,
-paste-back, encoding), as the serial path does, but sends every batch of queries to the model
-process and waits for its P(fg). A batch is forwarded exactly as the worker built it, so every
-output is identical to the serial path's. Queues are bounded (at most two chunks per worker in
-flight, one batch per worker waiting), so memory stays flat however large the split.
+paste-back, encoding), as the serial path does, but hands every batch of queries to the model
+process through shared memory and waits for its P(fg). A batch is forwarded exactly as the worker
+built it, so every output is identical to the serial path's. What is in flight is bounded (two
+chunks per worker queued, two batch slots per worker), so memory stays flat however large the split.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import multiprocessing as mp
 import queue
 import traceback
 from collections.abc import Callable, Iterator
+from multiprocessing import shared_memory
 
 import numpy as np
 
@@ -23,58 +24,118 @@ from amodalize.infer.batcher import Completer
 CHUNKS_AHEAD = 2
 # Seconds between checks that the workers are still alive while waiting for them.
 POLL_S = 5.0
+# Workers are forked from a fork server that imported the conversion code once (seconds, once;
+# spawn re-imports it in every worker), never from the model process: a fork of a process whose
+# OpenMP, OpenCV or CUDA threads are running can hang in the child. Spawn where there is none.
+START_METHOD = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+class Slots:
+    """Shared-memory buffers through which one worker and the model process exchange batches: two
+    slots (one being filled while the other is forwarded), each with the modal and eraser patches
+    (uint8 ``[B, S, S]``), the categories (float32 ``[B]``) and P(fg) (float32 ``[B, S, S]``)."""
+
+    SLOTS = 2
+
+    def __init__(self, batch: int, size: int, name: str | None = None) -> None:
+        self.shapes = {"modal": ((batch, size, size), np.uint8), "eraser": ((batch, size, size), np.uint8)}
+        self.shapes.update(category=((batch,), np.float32), prob=((batch, size, size), np.float32))
+        per_slot = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in self.shapes.values())
+        self.memory = shared_memory.SharedMemory(name=name, create=name is None, size=self.SLOTS * per_slot)
+        self.views: list[dict[str, np.ndarray]] = []
+        offset = 0
+        for _ in range(self.SLOTS):
+            slot = {}
+            for key, (shape, dtype) in self.shapes.items():
+                slot[key] = np.ndarray(shape, dtype, buffer=self.memory.buf, offset=offset)
+                offset += int(np.prod(shape)) * np.dtype(dtype).itemsize
+            self.views.append(slot)
+
+    def close(self, unlink: bool = False) -> None:
+        self.views = []  # the arrays must go before the memory they point into
+        self.memory.close()
+        if unlink:
+            self.memory.unlink()
 
 
 class RemoteCompleter:
-    """The Completer interface inside a worker: batches go to the model process, P(fg) comes back."""
+    """The Completer interface inside a worker: batches go to the model process through shared
+    memory, P(fg) comes back the same way."""
 
-    def __init__(self, worker: int, input_size: int, batch_size: int, inbox: mp.Queue, replies: mp.Queue):
+    def __init__(self, worker: int, input_size: int, batch_size: int, slots: Slots, inbox: mp.Queue, replies):
         self.worker, self.input_size, self.batch_size = worker, input_size, batch_size
-        self.inbox, self.replies = inbox, replies
+        self.slots, self.inbox, self.replies = slots, inbox, replies
 
     def run(self, n: int, build: Callable[[slice], tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
         """P(foreground) ``[n, S, S]`` float32, as ``Completer.run``: the next batch is built while
         the model process runs this one."""
         out = np.empty((n, self.input_size, self.input_size), dtype=np.float32)
         parts = [slice(k, min(k + self.batch_size, n)) for k in range(0, n, self.batch_size)]
+
+        def collect(k: int) -> None:
+            slot = self.replies.get()
+            out[parts[k]] = self.slots.views[slot]["prob"][: parts[k].stop - parts[k].start]
+
         for k, part in enumerate(parts):
-            modal, eraser, category = build(part)
-            self.inbox.put(("forward", self.worker, modal.copy(), eraser.copy(), category.copy()))
+            slot, count = k % Slots.SLOTS, part.stop - part.start
+            for key, value in zip(("modal", "eraser", "category"), build(part)):
+                self.slots.views[slot][key][:count] = value
+            self.inbox.put(("forward", self.worker, slot, count))
             if k:
-                out[parts[k - 1]] = self.replies.get()
+                collect(k - 1)
         if parts:
-            out[parts[-1]] = self.replies.get()
+            collect(len(parts) - 1)
         return out
 
 
 def _worker(worker: int, opts: object, tasks: mp.Queue, inbox: mp.Queue, replies: mp.Queue, sizes: tuple) -> None:
-    from amodalize.convert import convert_chunk  # the worker's own import, under spawn
+    import cv2
 
-    remote = RemoteCompleter(worker, sizes[0], sizes[1], inbox, replies)
-    while True:
-        task = tasks.get()
-        if task is None:
-            return
-        index, items = task
-        try:
-            inbox.put(("done", index, convert_chunk(items, opts, remote)))
-        except BaseException:  # reported to the model process, which raises it
-            inbox.put(("error", index, traceback.format_exc()))
-            return
+    from amodalize.convert import convert_chunk  # imported here: amodalize.convert imports this module
+
+    cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's own threads would only contend
+
+    slots = Slots(sizes[1], sizes[0], name=sizes[2])
+    remote = RemoteCompleter(worker, sizes[0], sizes[1], slots, inbox, replies)
+    try:
+        while True:
+            task = tasks.get()
+            if task is None:
+                return
+            index, items = task
+            try:
+                inbox.put(("done", index, convert_chunk(items, opts, remote)))
+            except BaseException:  # reported to the model process, which raises it
+                inbox.put(("error", index, traceback.format_exc()))
+                return
+    finally:
+        del remote
+        slots.close()
 
 
-def convert_chunks(
-    chunks: list[list], opts: object, completer: Completer, workers: int
-) -> Iterator[list]:
+def convert_chunks(chunks: list[list], opts: object, completer: Completer, workers: int) -> Iterator[list]:
     """The results of ``convert_chunk`` for each chunk, in order, with the host work done by
     ``workers`` processes and the forwards by ``completer`` in this process."""
-    ctx = mp.get_context("spawn")  # the model process may hold CUDA or OpenMP threads: never fork it
+    ctx = mp.get_context(START_METHOD)
+    if START_METHOD == "forkserver":
+        ctx.set_forkserver_preload(["amodalize.convert"])
     inbox: mp.Queue = ctx.Queue()
     tasks = [ctx.Queue() for _ in range(workers)]
     replies = [ctx.Queue() for _ in range(workers)]
-    sizes = (completer.input_size, completer.batch_size)
+    slots = [Slots(completer.batch_size, completer.input_size) for _ in range(workers)]
     procs = [
-        ctx.Process(target=_worker, args=(k, opts, tasks[k], inbox, replies[k], sizes), daemon=True)
+        ctx.Process(
+            target=_worker,
+            args=(
+                k,
+                opts,
+                tasks[k],
+                inbox,
+                replies[k],
+                (completer.input_size, completer.batch_size, slots[k].memory.name),
+            ),
+            daemon=True,
+        )
         for k in range(workers)
     ]
     for p in procs:
@@ -104,8 +165,12 @@ def convert_chunks(
                 continue
             kind = message[0]
             if kind == "forward":
-                _, worker, modal, eraser, category = message
-                replies[worker].put(completer(modal, eraser, category))
+                _, worker, slot, count = message
+                view = slots[worker].views[slot]
+                view["prob"][:count] = completer(
+                    view["modal"][:count], view["eraser"][:count], view["category"][:count]
+                )
+                replies[worker].put(slot)
             elif kind == "done":
                 _, index, results = message
                 finished[index] = results
@@ -122,3 +187,5 @@ def convert_chunks(
             p.join(timeout=10)
             if p.is_alive():
                 p.terminate()
+        for block in slots:
+            block.close(unlink=True)

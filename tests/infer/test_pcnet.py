@@ -199,3 +199,17 @@ def test_reference_settings_complete_every_instance_from_bilinear_inputs():
     window = square_window(dataset.instances[0].bbox)
     bar = resample_linear(decode_crop(dataset.instances[1].modal), window, 32)
     assert np.array_equal(square_query, resample_linear(crop, window, 32) & ~bar)
+
+
+def test_host_work_in_worker_processes_gives_the_serial_results(tmp_path):
+    modal, _ = make_dataset(tmp_path, 9, 4, SynthOptions(width=96, height=96))
+    dataset = read_dataset(modal)
+    opts = ConvertOptions("pcnet", "pcnet", order_th=0.3, amodal_th=0.3)
+    serial_completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=4)
+    serial = convert_dataset(dataset, opts, workers=1, chunk_size=2, completer=serial_completer)
+    parallel_completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=4)
+    parallel = convert_dataset(dataset, opts, workers=2, chunk_size=2, completer=parallel_completer)
+    assert list(parallel) == list(serial) and sum(len(r.edges) for r in serial.values()) > 0
+    assert all(parallel[k].amodal == serial[k].amodal and parallel[k].edges == serial[k].edges for k in serial)
+    assert parallel_completer.queries == serial_completer.queries  # every forward ran in this process
+    assert parallel_completer.forwards == serial_completer.forwards
