@@ -154,13 +154,19 @@ def make_scene(
     if shapes is None:
         candidates = [_shape(rng, SHAPES[int(rng.integers(len(SHAPES)))], h, w) for _ in range(n)]
     else:
-        candidates, placed = [], []
-        for _ in range(n):
-            near = placed[int(rng.integers(len(placed)))] if placed else None
-            mask, where = place_shape(rng, shapes, h, w, near)
-            candidates.append(mask)
-            placed.append(where)
+        candidates = place_cluster(rng, shapes, n, h, w)
     return layer(candidates, opts.min_visible, opts.min_pixels, erode=opts.gap)
+
+
+def place_cluster(rng: np.random.Generator, shapes: Sequence[np.ndarray], n: int, h: int, w: int) -> list[np.ndarray]:
+    """``n`` of ``shapes`` placed on an ``[h, w]`` canvas, each near one placed before it (back to front)."""
+    candidates, placed = [], []
+    for _ in range(n):
+        near = placed[int(rng.integers(len(placed)))] if placed else None
+        mask, where = place_shape(rng, shapes, h, w, near)
+        candidates.append(mask)
+        placed.append(where)
+    return candidates
 
 
 def render_layers(

@@ -26,7 +26,7 @@ from amodalize.config import DataConfig
 from amodalize.convert import ConvertOptions, amodal_pcnet, completion, fuse, order_pcnet, prepare, run_queries
 from amodalize.data.masks import Crop, dilate_square, encode_crop, erode_square, resample, rle_bbox, square_window
 from amodalize.data.records import ImageRecord, Instance
-from amodalize.data.synth import layer, place_shape
+from amodalize.data.synth import layer, place_cluster
 from amodalize.infer import baselines
 from amodalize.infer.batcher import Completer
 from amodalize.infer.fusion import fit_iou, fit_order
@@ -230,12 +230,7 @@ def layered_scenes(
     scenes = []
     for k in range(n):
         rng = np.random.default_rng([seed, 7, k])
-        placed, candidates = [], []
-        for _ in range(int(rng.integers(3, 9))):
-            near = placed[int(rng.integers(len(placed)))] if placed else None
-            mask, where = place_shape(rng, shapes, height, width, near)
-            candidates.append(mask)
-            placed.append(where)
+        candidates = place_cluster(rng, shapes, int(rng.integers(3, 9)), height, width)
         spread = round(gap * rng.uniform(0.5, 1.5))
         amodals, visibles, occluders = layer(candidates, 0.2, 16, erode=spread // 2, cut=spread % 2)
         if len(amodals) < 2:
