@@ -117,7 +117,8 @@ def resolve_options(
     the input; thresholds and dilation come from the checkpoint's calibration when it was made at
     that gap, else from a calibration on the input's own instances (no ground truth needed);
     checkpoints without calibration keep the reference thresholds and bridge the gap. Explicit
-    values always win; ``reference`` fixes every setting of the reference test protocol.
+    values always win; ``reference`` fixes every setting of the reference test protocol. For fused
+    ordering the fusion and IoU-model weights are decided too (``_with_fusion``).
     """
     if reference:
         return ConvertOptions(method, order, **{**settings, **REFERENCE_SETTINGS}), {"source": "reference protocol"}
