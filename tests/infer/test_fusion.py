@@ -4,6 +4,7 @@ import hashlib
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from amodalize.convert import ConvertOptions, convert_dataset
@@ -21,6 +22,7 @@ from amodalize.infer.fusion import (
     fit_order,
     pair_features,
 )
+from amodalize.pipeline import REFERENCE_SETTINGS
 from amodalize.review import review
 from tests.infer.test_pcnet import HullNet, square_and_bar
 
@@ -128,17 +130,29 @@ def test_review_lists_the_least_confident_first():
     assert {e["image_id"] for e in out["images"]} == {1, 2}
 
 
-def test_single_view_dual_completion_reproduces_the_output_before_fusion(tmp_path):
-    """With one view and dual completion alone, conversion gives exactly what it gave before test-time
-    augmentation and fusion existed: the digest was taken with commit 196b5cc on the same input."""
+# Digests of the conversion made with commit 196b5cc (before test-time augmentation and fusion) on
+# the same input with the same known-answer model: calibrated-style settings, and the reference's.
+BEFORE_FUSION = {
+    "defaults": "8b51833d6dcba7820318fa2660d20fc87344d889e5d1eacc2ac13512347b8117",
+    "reference": "b664e9200341e3a54410e13dc651fafbbf65f55645fb81a376284da009d67763",
+}
+
+
+@pytest.mark.parametrize("settings", ["defaults", "reference"])
+def test_single_view_dual_completion_reproduces_the_output_before_fusion(tmp_path, settings):
+    """One view and dual completion alone give exactly what conversion gave before test-time
+    augmentation and fusion existed, with the reference protocol's settings too."""
     modal, _ = make_dataset(tmp_path, 6, 11, SynthOptions(width=128, height=128))
-    completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=8, tta="none")
-    opts = ConvertOptions("pcnet", "pcnet", order_th=0.3, amodal_th=0.3)
+    if settings == "reference":
+        opts = ConvertOptions("pcnet", "pcnet", **REFERENCE_SETTINGS)
+        completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=1, tta="none")
+    else:
+        opts = ConvertOptions("pcnet", "pcnet", order_th=0.3, amodal_th=0.3)
+        completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=8, tta="none")
     results = convert_dataset(read_dataset(modal), opts, completer=completer)
     doc = [
         [r.image_id, sorted((k, v["counts"]) for k, v in r.amodal.items()), [list(e[:3]) for e in r.edges]]
         for r in results.values()
     ]
     assert sum(len(r.edges) for r in results.values()) == 10
-    digest = hashlib.sha256(json.dumps(doc).encode()).hexdigest()
-    assert digest == "8b51833d6dcba7820318fa2660d20fc87344d889e5d1eacc2ac13512347b8117"
+    assert hashlib.sha256(json.dumps(doc).encode()).hexdigest() == BEFORE_FUSION[settings]
