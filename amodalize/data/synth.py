@@ -264,9 +264,14 @@ def shapes_from(datasets: Sequence[Dataset], width: int, height: int) -> list[np
             crop = decode_crop(inst.amodal if inst.amodal is not None else inst.modal)
             if inst.iscrowd or crop.area < 16:
                 continue
-            ih, iw = sizes[inst.image_id]
-            scale = min(height / ih, width / iw)
-            h, w = crop.mask.shape
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            shapes.append(cv2.resize(crop.mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool))
+            shapes.append(to_canvas(crop.mask, sizes[inst.image_id], (height, width)))
     return [s for s in shapes if s.any()]
+
+
+def to_canvas(mask: np.ndarray, image_size: tuple[int, int], canvas_size: tuple[int, int]) -> np.ndarray:
+    """A tight bool mask from an image of ``image_size`` (h, w) nearest-resized by the factor that
+    fits that image into ``canvas_size`` (h, w)."""
+    scale = min(canvas_size[0] / image_size[0], canvas_size[1] / image_size[1])
+    h, w = mask.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)

@@ -19,14 +19,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from amodalize.config import DataConfig
 from amodalize.convert import ConvertOptions, amodal_pcnet, completion, fuse, order_pcnet, prepare, run_queries
 from amodalize.data.masks import Crop, dilate_square, encode_crop, erode_square, resample, rle_bbox, square_window
 from amodalize.data.records import ImageRecord, Instance
-from amodalize.data.synth import layer, place_cluster
+from amodalize.data.synth import layer, place_cluster, to_canvas
 from amodalize.infer import baselines
 from amodalize.infer.batcher import Completer
 from amodalize.infer.fusion import fit_iou, fit_order
@@ -217,13 +216,7 @@ def layered_scenes(
     scale = min(1.0, 640 / max(height, width))
     height, width = max(32, round(height * scale)), max(32, round(width * scale))
     picks = rng.choice(len(bank), size=min(len(bank), FUSION_SHAPES), replace=False)
-    shapes = []
-    for k in picks:
-        ih, iw = bank.image_sizes[bank.image_index[k]]
-        factor = scale * min(height / max(ih * scale, 1), width / max(iw * scale, 1))
-        mask = bank.crop(int(k)).mask
-        size = (max(1, round(mask.shape[1] * factor)), max(1, round(mask.shape[0] * factor)))
-        shapes.append(cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool))
+    shapes = [to_canvas(bank.crop(int(k)).mask, bank.image_sizes[bank.image_index[k]], (height, width)) for k in picks]
     shapes = [m for m in shapes if np.count_nonzero(m) >= 16]
     if not shapes:
         return []
