@@ -27,7 +27,7 @@ from amodalize.data.gaps import estimate_gap, modal_groups
 from amodalize.data.records import Dataset, ImageResult
 from amodalize.data.writer import augment, merge_parts, write_json_atomic
 from amodalize.infer.batcher import Completer, default_batch_size
-from amodalize.infer.fusion import IOU_FEATURES, PAIR_FEATURES
+from amodalize.infer.fusion import IoUModel, OrderFusion
 from amodalize.models.pcnet_m import load_pcnet_m
 from amodalize.models.registry import DEFAULT_MODEL, file_sha256, resolve_checkpoint
 from amodalize.models.unet import fold_batchnorm, freeze_for_cpu
@@ -163,9 +163,7 @@ def _with_fusion(
     settings and gap in use, else fitted now on scenes of the input's own shapes."""
     if opts.fusion is not None or opts.order != "fused":
         return opts, record
-    same = cal is not None and all(cal[k] == getattr(opts, k) for k in ("order_th", "amodal_th", "eraser_dilate"))
-    current = same and cal.get("fusion") and cal["fusion"]["features"] == list(PAIR_FEATURES)
-    if current and cal["iou_model"]["features"] == list(IOU_FEATURES) and cal["gap"] == opts.gap:
+    if _fusion_fits(cal, opts):
         fusion, iou_model = cal["fusion"], cal["iou_model"]
         record["fusion_source"] = "the calibration's"
     else:
@@ -179,6 +177,21 @@ def _with_fusion(
         record.update(fusion_source="fitted on scenes of the input's own shapes", fusion=fusion, iou_model=iou_model)
     iou_weights = tuple(iou_model["weights"]) if opts.method == "pcnet" else None
     return dataclasses.replace(opts, fusion=tuple(fusion["weights"]), iou_model=iou_weights), record
+
+
+def _fusion_fits(cal: dict | None, opts: ConvertOptions) -> bool:
+    """True when ``cal`` holds a fusion and IoU model fitted at ``opts``'s thresholds, dilation and
+    gap, with this version's features."""
+    if cal is None or not cal.get("fusion") or cal["gap"] != opts.gap:
+        return False
+    if any(cal[k] != getattr(opts, k) for k in ("order_th", "amodal_th", "eraser_dilate")):
+        return False
+    try:
+        OrderFusion.from_json(cal["fusion"])
+        IoUModel.from_json(cal["iou_model"])
+    except ValueError:  # fitted on the features of an earlier version
+        return False
+    return True
 
 
 def parts_dir(output_json: Path) -> Path:

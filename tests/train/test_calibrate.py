@@ -131,6 +131,21 @@ def test_the_fusion_round_trips_in_the_checkpoint_and_flags_override_it(tmp_path
         assert not any("amodal_confidence" in a for a in other["annotations"])
 
 
+def test_a_fusion_of_other_features_is_fitted_again_on_the_input(tmp_path, calibrated):
+    path, _ = calibrated
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["calibration"]["fusion"]["features"] = ckpt["calibration"]["fusion"]["features"][:4]  # an earlier version's
+    old = tmp_path / "old.pt"
+    torch.save(ckpt, old)
+    modal, _ = make_dataset(tmp_path / "s", 3, 9, SynthOptions(width=96, height=96))
+    invoke(["convert", modal, tmp_path / "o.json", "--checkpoint", old])
+    info = json.loads((tmp_path / "o.json").read_text())["info"]["amodalize"]
+    assert info["decided"]["source"] == "the checkpoint's calibration"  # its thresholds still serve
+    assert info["decided"]["fusion_source"] == "fitted on scenes of the input's own shapes"
+    assert info["decided"]["fusion"]["features"] == list(PAIR_FEATURES)
+    assert info["settings"]["fusion"] == info["decided"]["fusion"]["weights"]
+
+
 def test_layered_scenes_know_their_order_and_keep_the_gap(bank):
     for gap in (0, 3):
         scenes = layered_scenes(bank, gap, 0, 12)
