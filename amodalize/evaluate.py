@@ -20,13 +20,12 @@ from amodalize.data.masks import decode_crop, rle_area, rle_intersection_area
 from amodalize.data.records import Dataset, Instance
 from amodalize.errors import InputError
 from amodalize.infer.pairs import touching_pairs
+from amodalize.review import least_confident
 
 # Upper edges of the occlusion-rate bins (the first bin holds unoccluded instances only).
 OCCLUSION_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # Bins of the reliability tables: edge confidences lie in [0.5, 1], IoU estimates in [0, 1].
 RELIABILITY_BINS = 10
-# Share of the least-confident edges whose count of wrong directions is reported.
-LOW_CONFIDENCE_SHARE = 0.1
 
 
 @dataclass
@@ -206,11 +205,11 @@ def reliability(predicted: np.ndarray, observed: np.ndarray, low: float) -> dict
 
 def edge_reliability(judged: list[tuple[float, bool]]) -> dict:
     """How well edge confidences predict a right direction, and how many of the wrong directions
-    the least-confident LOW_CONFIDENCE_SHARE of the edges hold."""
+    the least-confident edges hold (the share ``convert --review`` lists)."""
     confidence = np.array([c for c, _ in judged], dtype=np.float64)
     right = np.array([r for _, r in judged], dtype=np.float64)
     out = reliability(confidence, right, 0.5)
-    lowest = np.argsort(confidence, kind="stable")[: max(1, round(LOW_CONFIDENCE_SHARE * len(judged)))]
+    lowest = np.argsort(confidence, kind="stable")[: least_confident(len(judged))]
     wrong = int((right == 0).sum())
     out.update(wrong=wrong, wrong_in_least_confident=int((right[lowest] == 0).sum()), least_confident=len(lowest))
     return out

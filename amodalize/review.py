@@ -11,9 +11,14 @@ from collections import defaultdict
 REVIEW_SHARE = 0.1
 
 
+def least_confident(n: int, share: float = REVIEW_SHARE) -> int:
+    """How many of ``n`` items the least-confident ``share`` is (at least one)."""
+    return max(1, round(share * n))
+
+
 def _lowest(items: list[dict], key: str, share: float) -> list[dict]:
     ranked = sorted(items, key=lambda item: item[key])
-    return ranked[: max(1, round(share * len(ranked)))] if ranked else []
+    return ranked[: least_confident(len(ranked), share)] if ranked else []
 
 
 def review(doc: dict, share: float = REVIEW_SHARE) -> dict:
