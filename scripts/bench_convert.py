@@ -11,8 +11,9 @@
 3. With ``--large``: one 4000x4000 image of ~300 instances (tiled synth scenes): seconds for the
    whole file conversion (read, decode, order, complete, encode, write).
 With ``--host`` instead: the host work alone (the network replaced by a stub that costs nothing) on
-COCO-sized procedural images, at 1, 2 and all-cores worker processes: queries/s for each, and whether
-the outputs are identical across worker counts.
+COCO-sized procedural images, at 1, 2 and all-cores worker processes of one thread each: queries/s
+for each, the serial path with the libraries' threads beside them, and whether the outputs are
+identical across worker counts.
 Prints one JSON document.
 """
 
@@ -37,6 +38,7 @@ from amodalize.convert import convert_dataset  # noqa: E402
 from amodalize.data.formats import read_dataset  # noqa: E402
 from amodalize.data.masks import Crop, encode_crop, rle_area, rle_bbox  # noqa: E402
 from amodalize.data.synth import SynthOptions, make_dataset, make_scene  # noqa: E402
+from amodalize.infer.batcher import Completer, default_batch_size  # noqa: E402
 from amodalize.pipeline import convert_file, load_completer, resolve_options  # noqa: E402
 
 COCOA_DEMO = ROOT.parent / "shared" / "data" / "cocoa-demo"
@@ -123,50 +125,66 @@ def same(a: dict, b: dict) -> bool:
     return all(a[k].amodal == b[k].amodal and a[k].edges == b[k].edges for k in a)
 
 
-class StubNet(torch.nn.Module):
-    """A network that costs next to nothing: P(fg) high on the visible mask and the eraser."""
+class StubCompleter(Completer):
+    """The Completer with its forward replaced by one numpy expression (P(fg) 0.9 on the visible mask
+    and the eraser, 0.1 elsewhere), so that next to nothing but the host work is timed."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logit = x[:, :1] + x[:, 1:2] - 0.5
-        return torch.cat([-logit, logit], dim=1)
+    def __init__(self, input_size: int) -> None:
+        cpu = torch.device("cpu")
+        super().__init__(torch.nn.Identity(), input_size, device=cpu, batch_size=default_batch_size(cpu, input_size))
+
+    def _forward(self, modal: np.ndarray, eraser: np.ndarray, category: np.ndarray) -> np.ndarray:
+        self.forwards += 1
+        return np.where((modal | eraser) > 0, np.float32(0.9), np.float32(0.1))
 
 
 def host_bench(tmp: Path, images: int, size: int, chunk: int) -> dict:
-    """Host work alone: queries/s of conversion with a stub network at 1, 2 and all-cores workers."""
+    """Host work alone: queries/s of conversion with a stub network at 1, 2 and all-cores workers.
+
+    Every process runs its libraries on one thread, so that a worker is one core: the serial path
+    (one worker) otherwise spreads OpenCV's resizes and the stub's tensor ops over the cores too.
+    ``serial_threaded`` is the serial path with the libraries' own threads, as a user runs it."""
+    import cv2
+
     from amodalize.convert import ConvertOptions
-    from amodalize.infer.batcher import Completer, default_batch_size
 
     opts = SynthOptions(width=640, height=480, min_objects=3, max_objects=12)
     modal, _ = make_dataset(tmp / "host", images, 17, opts)
     dataset = read_dataset(modal)
     convert_opts = ConvertOptions("pcnet", "pcnet", order_th=0.3, amodal_th=0.3)
     counts = sorted({1, 2, os.cpu_count() or 1})
-    per_workers, results, queries = {}, {}, 0
-    warm = Completer(
-        StubNet(), size, device=torch.device("cpu"), batch_size=default_batch_size(torch.device("cpu"), size)
-    )
+
+    def timed(workers: int) -> tuple[float, dict, int]:
+        completer = StubCompleter(size)
+        start = time.perf_counter()
+        results = convert_dataset(dataset, convert_opts, workers=workers, chunk_size=chunk, completer=completer)
+        return round(completer.queries / (time.perf_counter() - start), 1), results, completer.queries
+
+    warm = StubCompleter(size)
     convert_dataset(dataset, convert_opts, images=dataset.images[:chunk], completer=warm)  # first-call costs
     # the fork server that worker processes come from starts once per process: not timed
     convert_dataset(
         dataset, convert_opts, images=dataset.images[: 2 * chunk], workers=2, chunk_size=chunk, completer=warm
     )
-    for workers in counts:
-        device = torch.device("cpu")
-        completer = Completer(StubNet(), size, device=device, batch_size=default_batch_size(device, size))
-        start = time.perf_counter()
-        results[workers] = convert_dataset(
-            dataset, convert_opts, workers=workers, chunk_size=chunk, completer=completer
-        )
-        per_workers[str(workers)] = round(completer.queries / (time.perf_counter() - start), 1)
-        queries = completer.queries
-    first = results[counts[0]]
+    serial_threaded, _, _ = timed(1)
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        runs = {workers: timed(workers) for workers in counts}
+    finally:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv2_threads)
+    per_workers = {str(w): rate for w, (rate, _, _) in runs.items()}
+    first = runs[counts[0]][1]
     return {
         "images": images,
         "input_size": size,
-        "queries": queries,
+        "queries": runs[counts[0]][2],
         "per_workers": per_workers,
+        "serial_threaded": serial_threaded,
         "speedup_2_over_1": round(per_workers["2"] / per_workers["1"], 2) if "2" in per_workers else None,
-        "identical": all(same(first, r) for r in results.values()),
+        "identical": all(same(first, results) for _, results, _ in runs.values()),
     }
 
 

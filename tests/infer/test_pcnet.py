@@ -12,6 +12,7 @@ from amodalize.data.masks import Crop, decode_crop, encode_crop
 from amodalize.data.records import Dataset, ImageRecord, Instance
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.infer.batcher import Completer
+from amodalize.infer.hosts import MESSAGE_QUERIES, message_queries
 from amodalize.models.unet import UNet
 from tests.conftest import invoke, regions
 from tests.models.test_unet import to_reference
@@ -205,11 +206,12 @@ def test_host_work_in_worker_processes_gives_the_serial_results(tmp_path):
     modal, _ = make_dataset(tmp_path, 9, 4, SynthOptions(width=96, height=96))
     dataset = read_dataset(modal)
     opts = ConvertOptions("pcnet", "pcnet", order_th=0.3, amodal_th=0.3)
-    serial_completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=4)
+    serial_completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=3)
     serial = convert_dataset(dataset, opts, workers=1, chunk_size=2, completer=serial_completer)
-    parallel_completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=4)
+    parallel_completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=3)
     parallel = convert_dataset(dataset, opts, workers=2, chunk_size=2, completer=parallel_completer)
     assert list(parallel) == list(serial) and sum(len(r.edges) for r in serial.values()) > 0
     assert all(parallel[k].amodal == serial[k].amodal and parallel[k].edges == serial[k].edges for k in serial)
     assert parallel_completer.queries == serial_completer.queries  # every forward ran in this process
-    assert parallel_completer.forwards == serial_completer.forwards
+    assert parallel_completer.forwards == serial_completer.forwards  # messages split where serial batches do
+    assert message_queries(3) % 3 == 0 and message_queries(3) >= MESSAGE_QUERIES > 3
