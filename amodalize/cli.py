@@ -410,6 +410,13 @@ def metrics_table(m: dict, title: str) -> Table:
 @click.option("--seed", type=int, default=0, help="Random seed; the same seed gives the same files.")
 @click.option("--size", type=click.IntRange(min=32), default=256, help="Image width and height in pixels.")
 @click.option("--gap", type=click.IntRange(min=0), default=0, help="Erode every visible mask by this many pixels.")
+@click.option(
+    "--polygon",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="PX",
+    help="Redraw procedural shapes as polygons within PX pixels of their outlines, as annotators click them.",
+)
 @click.option("--render", is_flag=True, help="Also paint textured RGB images into OUT_DIR/images.")
 @click.option(
     "--objects", default="3,7", metavar="MIN,MAX", help="Objects attempted per image (hidden ones are dropped)."
@@ -429,6 +436,7 @@ def synth(
     seed: int,
     size: int,
     gap: int,
+    polygon: float,
     render: bool,
     objects: str,
     shape_files: tuple[Path, ...],
@@ -452,7 +460,9 @@ def synth(
         raise click.BadParameter(f"expected MIN,MAX such as 2,4, got {objects!r}", param_hint="--objects") from None
     if not 1 <= low <= high:
         raise click.BadParameter(f"need 1 <= MIN <= MAX, got {objects!r}", param_hint="--objects")
-    opts = SynthOptions(width=size, height=size, gap=gap, render=render, min_objects=low, max_objects=high)
+    opts = SynthOptions(
+        width=size, height=size, gap=gap, polygon=polygon, render=render, min_objects=low, max_objects=high
+    )
     shapes = shapes_from([read_dataset(f, fmt) for f in shape_files], size, size) if shape_files else None
     if shape_files and not shapes:
         raise click.BadParameter("the files hold no object of 16 pixels or more", param_hint="--shapes-from")

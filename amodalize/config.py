@@ -49,6 +49,9 @@ class DataConfig:
     min_overlap, max_overlap: fraction of the crop window shared with the shifted eraser window.
     min_cut_ratio, max_cut_ratio: accepted |A ∩ B| / |A| range for an eraser placement.
     max_tries: placements tried before the last one is taken anyway.
+    erasers: most erasers per sample: 1 to this many (drawn uniformly) are placed over the target
+        independently, each in front (case 1) or behind (case 2) on its own draw, as objects in a
+        scene have several neighbours. 1 is the reference recipe.
     inmask_weight: cross-entropy weight of pixels inside the eraser (code: 5; the paper omits it).
     val_fraction: share of instances held out as validation targets.
     gap: image pixels left empty between the eraser and what remains of the target in the input
@@ -73,6 +76,7 @@ class DataConfig:
     min_cut_ratio: float = 0.001
     max_cut_ratio: float = 0.9
     max_tries: int = 100
+    erasers: int = 1
     inmask_weight: float = 5.0
     val_fraction: float = 0.05
     gap: float | str = 0.0

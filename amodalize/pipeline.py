@@ -280,9 +280,7 @@ def convert_file(
     needs_model = method == "pcnet" or order in ("pcnet", "fused")
     dataset = read_detections(input_json, images_from, min_score) if images_from else read_dataset(input_json, fmt)
     images = dataset.images if shard is None else dataset.images[shard[0] :: shard[1]]
-    completer, ckpt_info = (
-        load_completer(checkpoint, device, batch_size, tta=tta) if needs_model else (None, None)
-    )
+    completer, ckpt_info = load_completer(checkpoint, device, batch_size, tta=tta) if needs_model else (None, None)
     opts, decided = resolve_options(dataset, method, order, settings, completer, ckpt_info, reference)
     meta = {
         "version": __version__,

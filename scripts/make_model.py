@@ -11,6 +11,7 @@ interrupted run continues where it stopped (the training resumes from its checkp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -44,11 +45,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "model", help="Data and training run.")
     parser.add_argument("--iters", type=int, default=3000, help="Training steps of 32 samples.")
     parser.add_argument("--name", default=DEFAULT_MODEL, help="Name of the shipped model.")
+    parser.add_argument("--polygon", type=float, default=0.0, help="SynthOptions.polygon for every set (px).")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="Extra config override.")
     args = parser.parse_args()
     start = time.perf_counter()
     paths = []
-    for name, images, seed, opts in RECIPE:
+    recipe = [(n, i, s, dataclasses.replace(o, polygon=args.polygon)) for n, i, s, o in RECIPE]
+    for name, images, seed, opts in recipe:
         modal, _ = make_dataset(args.out / "data" / name, images, seed, opts)
         paths.append(modal)
     cfg = load_config("cpu-small", [o.format(iters=args.iters) for o in OVERRIDES] + args.overrides)
@@ -77,7 +80,7 @@ def main() -> None:
         "validation": [r["val"] for r in records if "val" in r][-1],
         "recipe": {
             "command": "make model (scripts/make_model.py)",
-            "synth": [{"name": n, "images": i, "seed": s, **o.__dict__} for n, i, s, o in RECIPE],
+            "synth": [{"name": n, "images": i, "seed": s, **o.__dict__} for n, i, s, o in recipe],
         },
         "built_with": {"amodalize": __version__, "torch": torch.__version__},
     }

@@ -32,6 +32,10 @@ class SynthOptions:
     min_visible: an object stays only if at least this fraction of it is visible.
     min_pixels: ... and at least this many of its pixels are visible (after the gap).
     gap: pixels eroded from every visible mask, as hand annotations leave gaps between neighbours.
+    polygon: every full mask becomes a polygon through its outline's corners, none of them farther
+        than this many pixels from the outline (0: the drawn shapes as they are), as annotators
+        click polygons; what is visible is then cut by the occluders' polygons, as in COCO-style
+        amodal annotations.
     render: also paint RGB images (textured objects on textured backgrounds).
     """
 
@@ -42,6 +46,7 @@ class SynthOptions:
     min_visible: float = 0.3
     min_pixels: int = 40
     gap: int = 0
+    polygon: float = 0.0
     render: bool = False
 
 
@@ -89,6 +94,22 @@ def _shape(rng: np.random.Generator, kind: str, h: int, w: int) -> np.ndarray:
     return canvas.astype(bool)
 
 
+def polygonize(mask: np.ndarray, tolerance: float) -> np.ndarray:
+    """``mask`` (bool ``[H, W]``) redrawn as polygons with corners at most ``tolerance`` pixels from
+    its outlines (Douglas-Peucker); holes stay holes."""
+    contours, hierarchy = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    if not contours:
+        return out.astype(bool)
+    polygons = [cv2.approxPolyDP(c, tolerance, closed=True) for c in contours]
+    outer = [p for p, h in zip(polygons, hierarchy[0]) if h[3] < 0]
+    holes = [p for p, h in zip(polygons, hierarchy[0]) if h[3] >= 0]
+    cv2.fillPoly(out, outer, 1)
+    if holes:
+        cv2.fillPoly(out, holes, 0)
+    return out.astype(bool)
+
+
 def place_shape(rng: np.random.Generator, shapes: Sequence[np.ndarray], h: int, w: int, near: tuple | None) -> tuple:
     """One of ``shapes`` (tight bool masks at their natural scale) scaled 0.7-1.3x, maybe mirrored,
     and placed on an ``[h, w]`` canvas (cut by its border where it reaches over): near the centre
@@ -131,11 +152,7 @@ def layer(
         shown = cv2.erode(visible.astype(np.uint8), kernel, iterations=erode).astype(bool) if erode else visible
         if cut:
             shown &= ~dilate_square(covered, cut)
-        if (
-            area == 0
-            or np.count_nonzero(visible) < min_visible * area
-            or np.count_nonzero(shown) < min_pixels
-        ):
+        if area == 0 or np.count_nonzero(visible) < min_visible * area or np.count_nonzero(shown) < min_pixels:
             continue
         kept.append((amodal, visible, shown))
         covered |= amodal
@@ -153,6 +170,8 @@ def make_scene(
     n = int(rng.integers(opts.min_objects, opts.max_objects + 1))
     if shapes is None:
         candidates = [_shape(rng, SHAPES[int(rng.integers(len(SHAPES)))], h, w) for _ in range(n)]
+        if opts.polygon:
+            candidates = [polygonize(c, opts.polygon) for c in candidates]
     else:
         candidates = place_cluster(rng, shapes, n, h, w)
     return layer(candidates, opts.min_visible, opts.min_pixels, erode=opts.gap)

@@ -158,22 +158,28 @@ def gap_pixels(gap: float | str, window: Window, size: int, rng: np.random.Gener
     return round(gap * rng.uniform(0.5, 1.5) * size / (window[2] - window[0]))
 
 
-def make_sample(bank: InstanceBank, target: int, eraser: int, rng: np.random.Generator, cfg: DataConfig) -> dict:
+def make_sample(bank: InstanceBank, target: int, erasers: list[int], rng: np.random.Generator, cfg: DataConfig) -> dict:
     """One training sample: ``modal``, ``eraser``, ``target`` (uint8 ``[S, S]``) and ``category``.
 
-    With ``cfg.gap`` (a number: resolve 'auto' first) the input leaves that many image pixels empty
-    between the eraser and what remains visible of the target, as annotations of real occlusions do.
+    The first ``erasers`` (instance indices, at least ``cfg.erasers``) are placed over the target:
+    all of them with ``cfg.erasers`` 1, else 1 to ``cfg.erasers`` of them, drawn. With ``cfg.gap`` (a
+    number: resolve 'auto' first) the input leaves that many image pixels empty between an eraser
+    and what remains visible of the target, as annotations of real occlusions do.
     """
     window, flip = sample_window(bank, target, rng, cfg, shift=True)
     a = resample(bank.crop(target), window, cfg.input_size)
     a = a[:, ::-1] if flip else a
-    b = place_eraser(sample_patch(bank, eraser, rng, cfg, shift=False), a, rng, cfg)
-    front = rng.random() < cfg.eraser_front_prob
-    k = gap_pixels(cfg.gap, window, cfg.input_size, rng)
-    if front:
-        modal, erase = a & ~dilate_square(b, k), b  # case 1: B lies above A
-    else:
-        modal, erase = a, b & ~dilate_square(a, k)  # case 2: B lies below A
+    count = 1 if cfg.erasers == 1 else int(rng.integers(1, cfg.erasers + 1))
+    modal, erase = a, np.zeros_like(a)
+    for eraser in erasers[:count]:
+        b = place_eraser(sample_patch(bank, eraser, rng, cfg, shift=False), a, rng, cfg)
+        front = rng.random() < cfg.eraser_front_prob
+        k = gap_pixels(cfg.gap, window, cfg.input_size, rng)
+        if front:
+            modal, b = modal & ~dilate_square(b, k), b  # case 1: B lies above A
+        else:
+            b = b & ~dilate_square(a, k)  # case 2: B lies below A
+        erase = erase | b
     return {
         "modal": modal.astype(np.uint8),
         "eraser": erase.astype(np.uint8),
@@ -241,10 +247,10 @@ class PartialCompletionSet(torch.utils.data.Dataset):
             self._perm = (epoch, np.random.default_rng([self.seed, 2, epoch]).permutation(len(self.targets)))
         rng = np.random.default_rng([self.seed, 3, int(g)])
         target = int(self.targets[self._perm[1][pos]])
-        eraser = int(self.erasers[rng.integers(len(self.erasers))])
+        erasers = [int(e) for e in self.erasers[rng.integers(len(self.erasers), size=self.cfg.erasers)]]
         if self.images is not None:
-            return make_content_sample(self.bank, self.images, target, eraser, rng, self.cfg)
-        return make_sample(self.bank, target, eraser, rng, self.cfg)
+            return make_content_sample(self.bank, self.images, target, erasers[0], rng, self.cfg)
+        return make_sample(self.bank, target, erasers, rng, self.cfg)
 
 
 def validation_samples(
@@ -260,9 +266,10 @@ def validation_samples(
     samples = []
     for k in range(n):
         rng = np.random.default_rng([seed, 4, k])
-        target, eraser = int(val[k % len(val)]), int(erasers[rng.integers(len(erasers))])
+        target = int(val[k % len(val)])
+        drawn = [int(e) for e in erasers[rng.integers(len(erasers), size=cfg.erasers)]]
         if images is not None:
-            samples.append(make_content_sample(bank, images, target, eraser, rng, cfg))
+            samples.append(make_content_sample(bank, images, target, drawn[0], rng, cfg))
         else:
-            samples.append(make_sample(bank, target, eraser, rng, cfg))
+            samples.append(make_sample(bank, target, drawn, rng, cfg))
     return torch.utils.data.default_collate(samples)

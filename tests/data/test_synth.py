@@ -3,7 +3,7 @@ import numpy as np
 
 from amodalize.data.formats import read_dataset
 from amodalize.data.masks import decode_crop, rle_area, rle_intersection_area
-from amodalize.data.synth import SynthOptions, make_dataset, make_scene, shapes_from
+from amodalize.data.synth import SynthOptions, make_dataset, make_scene, polygonize, shapes_from
 from amodalize.evaluate import evaluate
 
 
@@ -56,6 +56,30 @@ def test_gap_erodes_visible_masks(tmp_path):
             decode_crop(inst.modal).within((0, 0, 128, 128)).astype(np.uint8), np.ones((3, 3)), iterations=2
         )
         assert not np.any(grown.astype(bool) & ~decode_crop(inst.amodal).within((0, 0, 128, 128)))
+
+
+def test_polygonize_keeps_outlines_within_tolerance_and_holes_open():
+    ring = np.zeros((80, 80), np.uint8)
+    cv2.circle(ring, (40, 40), 30, 1, -1)
+    cv2.circle(ring, (40, 40), 12, 0, -1)
+    ring = ring.astype(bool)
+    drawn = polygonize(ring, 2.0)
+    assert not drawn[40, 40] and drawn[40, 12]  # the hole stays a hole
+    outline = ring & ~cv2.erode(ring.astype(np.uint8), np.ones((3, 3))).astype(bool)
+    band = cv2.dilate(outline.astype(np.uint8), np.ones((3, 3)), iterations=3).astype(bool)
+    assert not ((drawn ^ ring) & ~band).any()  # changes only within the tolerance of the outlines
+    assert np.count_nonzero(drawn ^ ring) > 20  # straight edges cut the round outlines
+
+
+def test_polygon_scenes_draw_visible_masks_from_polygons(tmp_path):
+    plain = SynthOptions(width=128, height=128)
+    drawn = SynthOptions(width=128, height=128, polygon=2.0)
+    a = make_scene(np.random.default_rng(4), plain)[0]
+    b = make_scene(np.random.default_rng(4), drawn)[0]
+    assert len(a) == len(b) and any(not np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.count_nonzero(y ^ polygonize(y, 2.0)) < 0.05 * np.count_nonzero(y) for y in b)  # polygons
+    _, gt = make_dataset(tmp_path, 4, 4, drawn)
+    assert evaluate(read_dataset(gt), read_dataset(gt), "annotated")["order_acc"] == 1.0
 
 
 def test_render_writes_images(tmp_path):

@@ -55,7 +55,7 @@ def test_both_cases_follow_the_recipe(tmp_path):
     bank = bank_of(tmp_path)
     cases = set()
     for seed in range(40):
-        s = make_sample(bank, 0, 1, np.random.default_rng(seed), CFG)
+        s = make_sample(bank, 0, [1], np.random.default_rng(seed), CFG)
         modal, eraser, target = (s[k].astype(bool) for k in ("modal", "eraser", "target"))
         assert target.any() and modal.shape == (32, 32)
         if np.array_equal(modal, target) and not (eraser & target).any():
@@ -66,15 +66,35 @@ def test_both_cases_follow_the_recipe(tmp_path):
     assert cases == {1, 2}
 
 
+def test_several_erasers_each_cut_or_lie_behind_the_target(tmp_path):
+    bank = bank_of(tmp_path)
+    several = DataConfig(input_size=32, gap=0, erasers=3)
+    counts = set()
+    for seed in range(40):
+        s = make_sample(bank, 0, [1, 2, 3], np.random.default_rng(seed), several)
+        modal, eraser, target = (s[k].astype(bool) for k in ("modal", "eraser", "target"))
+        # what is hidden of the target is hidden by the erasers; the input is never more than it
+        assert not (modal & eraser).any() and not (modal & ~target).any()
+        assert np.array_equal(target & ~modal, target & eraser)
+        one = make_sample(bank, 0, [1], np.random.default_rng(seed), several)
+        counts.add(np.count_nonzero(eraser) > np.count_nonzero(one["eraser"]))
+    assert counts == {True, False}  # sometimes one eraser is drawn, sometimes more
+    # with one eraser the samples are the reference recipe's, draw for draw
+    single = DataConfig(input_size=32, gap=0)
+    a = make_sample(bank, 0, [1, 2], np.random.default_rng(5), single)
+    b = make_sample(bank, 0, [1], np.random.default_rng(5), single)
+    assert all(np.array_equal(a[k], b[k]) for k in ("modal", "eraser", "target"))
+
+
 def test_gap_leaves_empty_pixels_between_eraser_and_target(tmp_path):
     bank = bank_of(tmp_path)
     gapped = DataConfig(input_size=32, gap=8, eraser_front_prob=1.0)
     cut = 0
     for seed in range(20):
         plain = make_sample(
-            bank, 0, 1, np.random.default_rng(seed), DataConfig(input_size=32, gap=0, eraser_front_prob=1.0)
+            bank, 0, [1], np.random.default_rng(seed), DataConfig(input_size=32, gap=0, eraser_front_prob=1.0)
         )
-        s = make_sample(bank, 0, 1, np.random.default_rng(seed), gapped)
+        s = make_sample(bank, 0, [1], np.random.default_rng(seed), gapped)
         modal, eraser, target = (s[k].astype(bool) for k in ("modal", "eraser", "target"))
         # the same target and eraser: only the input loses the band along the eraser
         assert np.array_equal(target, plain["target"]) and np.array_equal(eraser, plain["eraser"])
@@ -83,7 +103,7 @@ def test_gap_leaves_empty_pixels_between_eraser_and_target(tmp_path):
         cut += np.count_nonzero(plain["modal"].astype(bool) & ~modal)
     assert cut > 0
     with pytest.raises(ValueError, match="auto"):
-        make_sample(bank, 0, 1, np.random.default_rng(0), DataConfig(input_size=32, gap="auto"))
+        make_sample(bank, 0, [1], np.random.default_rng(0), DataConfig(input_size=32, gap="auto"))
 
 
 def test_samples_are_a_function_of_seed_and_index(tmp_path):
