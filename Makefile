@@ -82,8 +82,9 @@ demo-maskrcnn: install
 	  $(MR)/labels/gt-amodal.json --gt $(MR)/test/gt.json --images-dir $(MR)/train/images \
 	  --gt-images-dir $(MR)/test/images --out $(MR)/compare --model mnv3-fpn --iters 800 --device cpu
 
-# The shipped PCNet-M (amodalize/models/weights/general.*): procedural scenes, cpu-small, 3,000 steps
-# (~13 min on 2 cores), calibrated; seeded, so the same weights file on the same machine.
+# The shipped PCNet-M (amodalize/models/weights/general.*): procedural scenes, the `general` preset
+# (cpu-small, 1-3 erasers per sample, 3,000 steps; ~17 min on 2 cores), calibrated; seeded, so the
+# same weights file on the same machine.
 model: install
 	$(BIN)/python scripts/make_model.py --out build/model
 

@@ -176,6 +176,8 @@ class TrainConfig:
         )
         if d.input_size % 16:
             raise ValueError(f"data.input_size must be a multiple of 16, got {d.input_size}")
+        if d.erasers < 1:
+            raise ValueError(f"data.erasers must be at least 1, got {d.erasers}")
         _check_lengths(o.iters, o.batch_size, d.val_fraction)
 
 

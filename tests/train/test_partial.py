@@ -2,10 +2,11 @@ import cv2
 import numpy as np
 import pytest
 
-from amodalize.config import DataConfig
+from amodalize.config import DataConfig, load_config
 from amodalize.data.formats import read_dataset
 from amodalize.data.masks import Crop, dilate_square, resample
 from amodalize.data.synth import SynthOptions, make_dataset
+from amodalize.errors import InputError
 from amodalize.train.partial import (
     PartialCompletionSet,
     build_bank,
@@ -84,6 +85,12 @@ def test_several_erasers_each_cut_or_lie_behind_the_target(tmp_path):
     a = make_sample(bank, 0, [1, 2], np.random.default_rng(5), single)
     b = make_sample(bank, 0, [1], np.random.default_rng(5), single)
     assert all(np.array_equal(a[k], b[k]) for k in ("modal", "eraser", "target"))
+
+
+def test_the_shipped_recipe_preset_draws_several_erasers_and_zero_is_refused():
+    assert load_config("general").data.erasers == 3 and load_config("cpu-small").data.erasers == 1
+    with pytest.raises(InputError, match="data.erasers"):
+        load_config("cpu-small", ["data.erasers=0"])
 
 
 def test_gap_leaves_empty_pixels_between_eraser_and_target(tmp_path):
