@@ -161,10 +161,10 @@ def gap_pixels(gap: float | str, window: Window, size: int, rng: np.random.Gener
 def make_sample(bank: InstanceBank, target: int, erasers: list[int], rng: np.random.Generator, cfg: DataConfig) -> dict:
     """One training sample: ``modal``, ``eraser``, ``target`` (uint8 ``[S, S]``) and ``category``.
 
-    The first ``erasers`` (instance indices, at least ``cfg.erasers``) are placed over the target:
-    all of them with ``cfg.erasers`` 1, else 1 to ``cfg.erasers`` of them, drawn. With ``cfg.gap`` (a
-    number: resolve 'auto' first) the input leaves that many image pixels empty between an eraser
-    and what remains visible of the target, as annotations of real occlusions do.
+    ``erasers`` holds ``cfg.erasers`` instance indices (or more); the first of them is placed over
+    the target, and with ``cfg.erasers`` > 1 the next ones too, 1 to ``cfg.erasers`` in all (drawn).
+    With ``cfg.gap`` (a number: resolve 'auto' first) the input leaves that many image pixels empty
+    between an eraser and what remains visible of the target, as annotations of real occlusions do.
     """
     window, flip = sample_window(bank, target, rng, cfg, shift=True)
     a = resample(bank.crop(target), window, cfg.input_size)
@@ -176,7 +176,7 @@ def make_sample(bank: InstanceBank, target: int, erasers: list[int], rng: np.ran
         front = rng.random() < cfg.eraser_front_prob
         k = gap_pixels(cfg.gap, window, cfg.input_size, rng)
         if front:
-            modal, b = modal & ~dilate_square(b, k), b  # case 1: B lies above A
+            modal = modal & ~dilate_square(b, k)  # case 1: B lies above A
         else:
             b = b & ~dilate_square(a, k)  # case 2: B lies below A
         erase = erase | b
