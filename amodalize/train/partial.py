@@ -158,6 +158,12 @@ def gap_pixels(gap: float | str, window: Window, size: int, rng: np.random.Gener
     return round(gap * rng.uniform(0.5, 1.5) * size / (window[2] - window[0]))
 
 
+def draw_erasers(pool: np.ndarray, rng: np.random.Generator, cfg: DataConfig) -> list[int]:
+    """``cfg.erasers`` eraser instance indices drawn from ``pool`` (for one, the same draw as a
+    single ``rng.integers(len(pool))``)."""
+    return [int(e) for e in pool[rng.integers(len(pool), size=cfg.erasers)]]
+
+
 def make_sample(bank: InstanceBank, target: int, erasers: list[int], rng: np.random.Generator, cfg: DataConfig) -> dict:
     """One training sample: ``modal``, ``eraser``, ``target`` (uint8 ``[S, S]``) and ``category``.
 
@@ -169,6 +175,7 @@ def make_sample(bank: InstanceBank, target: int, erasers: list[int], rng: np.ran
     window, flip = sample_window(bank, target, rng, cfg, shift=True)
     a = resample(bank.crop(target), window, cfg.input_size)
     a = a[:, ::-1] if flip else a
+    # nothing drawn for one eraser, so that the reference recipe's samples stay as they were
     count = 1 if cfg.erasers == 1 else int(rng.integers(1, cfg.erasers + 1))
     modal, erase = a, np.zeros_like(a)
     for eraser in erasers[:count]:
@@ -247,7 +254,7 @@ class PartialCompletionSet(torch.utils.data.Dataset):
             self._perm = (epoch, np.random.default_rng([self.seed, 2, epoch]).permutation(len(self.targets)))
         rng = np.random.default_rng([self.seed, 3, int(g)])
         target = int(self.targets[self._perm[1][pos]])
-        erasers = [int(e) for e in self.erasers[rng.integers(len(self.erasers), size=self.cfg.erasers)]]
+        erasers = draw_erasers(self.erasers, rng, self.cfg)
         if self.images is not None:
             return make_content_sample(self.bank, self.images, target, erasers[0], rng, self.cfg)
         return make_sample(self.bank, target, erasers, rng, self.cfg)
@@ -267,7 +274,7 @@ def validation_samples(
     for k in range(n):
         rng = np.random.default_rng([seed, 4, k])
         target = int(val[k % len(val)])
-        drawn = [int(e) for e in erasers[rng.integers(len(erasers), size=cfg.erasers)]]
+        drawn = draw_erasers(erasers, rng, cfg)
         if images is not None:
             samples.append(make_content_sample(bank, images, target, drawn[0], rng, cfg))
         else:
