@@ -126,16 +126,18 @@ def same(a: dict, b: dict) -> bool:
 
 
 class StubCompleter(Completer):
-    """The Completer with its forward replaced by one numpy expression (P(fg) 0.9 on the visible mask
-    and the eraser, 0.1 elsewhere), so that next to nothing but the host work is timed."""
+    """The Completer with its forward replaced by two in-place numpy operations (P(fg) 0.9 on the
+    visible mask and the eraser, 0.1 elsewhere), so that next to nothing but the host work is timed
+    (a temporary-making ``np.where`` cost 4x as much: a third of the serial path's time at 256 px)."""
 
     def __init__(self, input_size: int) -> None:
         cpu = torch.device("cpu")
         super().__init__(torch.nn.Identity(), input_size, device=cpu, batch_size=default_batch_size(cpu, input_size))
 
-    def _forward(self, modal: np.ndarray, eraser: np.ndarray, category: np.ndarray) -> np.ndarray:
+    def _forward(self, modal: np.ndarray, eraser: np.ndarray, category: np.ndarray, out: np.ndarray) -> None:
         self.forwards += 1
-        return np.where((modal | eraser) > 0, np.float32(0.9), np.float32(0.1))
+        np.multiply(modal | eraser, np.float32(0.8), out=out)
+        out += np.float32(0.1)
 
 
 def host_bench(tmp: Path, images: int, size: int, chunk: int) -> dict:

@@ -338,12 +338,15 @@ def resample(crop: Crop, window: Window, out: int) -> np.ndarray:
     Zero outside the crop; the window is never materialised at full size.
     """
     side = window[2] - window[0]
-    idx = np.floor(np.arange(out) * (side / out)).astype(np.int64)
+    idx = np.floor(np.arange(out) * (side / out)).astype(np.intp)
     rows, cols = window[1] + idx - crop.y0, window[0] + idx - crop.x0
     h, w = crop.mask.shape
-    rok, cok = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+    # the indices never decrease, so those inside the crop are one run per axis: two 1-D takes into
+    # a slice, 3x faster at 256 px than 2-D fancy indexing (where a third of convert's host time went)
+    r0, r1 = np.searchsorted(rows, 0), np.searchsorted(rows, h)
+    c0, c1 = np.searchsorted(cols, 0), np.searchsorted(cols, w)
     patch = np.zeros((out, out), dtype=bool)
-    patch[np.ix_(rok, cok)] = crop.mask[np.ix_(rows[rok], cols[cok])]
+    patch[r0:r1, c0:c1] = crop.mask.take(rows[r0:r1], axis=0).take(cols[c0:c1], axis=1)
     return patch
 
 

@@ -70,23 +70,35 @@ class Completer:
         self.queries = 0
         self.forward_s = 0.0  # wall seconds inside forward passes, copies included
 
-    def __call__(self, modal: np.ndarray, eraser: np.ndarray, category: np.ndarray) -> np.ndarray:
-        """P(foreground) ``[N, S, S]`` float32 for modal/eraser ``[N, S, S]`` 0/1 and category ``[N]``."""
-        return self.run(len(modal), lambda part: (modal[part], eraser[part], category[part]))
+    def __call__(
+        self, modal: np.ndarray, eraser: np.ndarray, category: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """P(foreground) ``[N, S, S]`` float32 for modal/eraser ``[N, S, S]`` 0/1 and category ``[N]``,
+        written into ``out`` where given."""
+        return self.run(len(modal), lambda part: (modal[part], eraser[part], category[part]), out)
 
-    def run(self, n: int, build: Callable[[slice], tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    def run(
+        self,
+        n: int,
+        build: Callable[[slice], tuple[np.ndarray, np.ndarray, np.ndarray]],
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         """P(foreground) ``[n, S, S]`` float32 for ``n`` queries whose inputs ``build(part)`` makes,
-        one batch ``part`` (a slice of 0..n) at a time: modal, eraser ``[B, S, S]`` and category ``[B]``."""
-        out = np.empty((n, self.input_size, self.input_size), dtype=np.float32)
+        one batch ``part`` (a slice of 0..n) at a time: modal, eraser ``[B, S, S]`` and category ``[B]``.
+        Written into ``out`` (float32 ``[n, S, S]``) where given: the host worker's shared memory, so
+        that the process owning the model copies each result once."""
+        if out is None:
+            out = np.empty((n, self.input_size, self.input_size), dtype=np.float32)
         parts = [slice(k, min(k + self.batch_size, n)) for k in range(0, n, self.batch_size)]
         with ThreadPoolExecutor(max_workers=1) as helper:
             built = helper.map(build, parts) if self.prefetch else map(build, parts)
             for part, (modal, eraser, category) in zip(parts, built):
-                out[part] = self._forward(modal, eraser, category)
+                self._forward(modal, eraser, category, out[part])
         self.queries += n
         return out
 
-    def _forward(self, modal: np.ndarray, eraser: np.ndarray, category: np.ndarray) -> np.ndarray:
+    def _forward(self, modal: np.ndarray, eraser: np.ndarray, category: np.ndarray, out: np.ndarray) -> None:
+        """Writes P(foreground) of one batch into ``out`` (float32 ``[B, S, S]``)."""
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             start = time.perf_counter()
             tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in (modal, eraser, category)]
@@ -101,9 +113,8 @@ class Completer:
             if self.tta == "flip":
                 half = len(modal)
                 prob = (prob[:half] + prob[half:].flip(-1)) / 2
-            out = prob.cpu().numpy()
+            torch.from_numpy(out).copy_(prob)
             self.forward_s += time.perf_counter() - start
-            return out
 
 
 class Painter:

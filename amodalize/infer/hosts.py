@@ -180,9 +180,7 @@ def convert_chunks(chunks: list[list], opts: object, completer: Completer, worke
             if kind == "forward":
                 _, worker, slot, count = message
                 view = slots[worker].views[slot]
-                view["prob"][:count] = completer(
-                    view["modal"][:count], view["eraser"][:count], view["category"][:count]
-                )
+                completer(view["modal"][:count], view["eraser"][:count], view["category"][:count], view["prob"][:count])
                 replies[worker].put(slot)
             elif kind == "done":
                 _, index, results = message

@@ -137,6 +137,20 @@ def test_resample_cover_keeps_thin_parts():
     assert resample_cover(small, 16)[4:8, 4:8].all()  # enlarging keeps the pixel's whole cell
 
 
+def test_resample_is_cv2_nearest_resize_of_the_zero_padded_window():
+    """Windows inside, across and wholly outside the crop, shrunk and enlarged."""
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        h, w = rng.integers(1, 40, 2)
+        crop = Crop(rng.random((h, w)) > 0.5, int(rng.integers(-10, 30)), int(rng.integers(-10, 30)))
+        side, x0, y0 = int(rng.integers(1, 90)), int(rng.integers(-40, 60)), int(rng.integers(-40, 60))
+        window = (x0, y0, x0 + side, y0 + side)
+        for out in (16, 64):
+            padded = crop.within(window).astype(np.uint8)
+            expected = cv2.resize(padded, (out, out), interpolation=cv2.INTER_NEAREST) > 0
+            assert np.array_equal(resample(crop, window, out), expected)
+
+
 def test_resample_linear_is_the_reference_bilinear_crop_resize():
     """The reference crops the full-image mask to the square window with zero padding, resizes the
     0/1 floats bilinearly and keeps > 0.5 (its completion inputs)."""
