@@ -396,6 +396,12 @@ def metrics_table(m: dict, title: str) -> Table:
             "  wrong edges among the least-confident 10%",
             f"{edges['wrong_in_least_confident']} of {edges['wrong']}  ({edges['least_confident']} edges)",
         )
+        calibrated = edges["if_calibrated"]
+        share = calibrated["wrong_share_in_least_confident"]
+        table.add_row(
+            "  were they exactly calibrated: ECE (median, 90%) / wrong share",
+            f"{calibrated['ece_median']:.3f}, {calibrated['ece_p90']:.3f} / {'-' if share is None else f'{share:.0%}'}",
+        )
     if amodal:
         table.add_row(
             "amodal_confidence vs true IoU: mean abs. error / ECE",

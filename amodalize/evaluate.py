@@ -26,6 +26,13 @@ from amodalize.review import least_confident
 OCCLUSION_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # Bins of the reliability tables: edge confidences lie in [0.5, 1], IoU estimates in [0, 1].
 RELIABILITY_BINS = 10
+# Outcome draws behind ``if_calibrated``: enough for its median and 90th percentile to settle; at
+# most DRAW_BUDGET drawn outcomes in all (many edges need fewer draws: their spread is small), and
+# DRAW_ELEMENTS at a time (memory stays flat).
+CALIBRATED_DRAWS = 2000
+MIN_DRAWS = 200
+DRAW_BUDGET = 20_000_000
+DRAW_ELEMENTS = 2_000_000
 
 
 @dataclass
@@ -179,19 +186,32 @@ def evaluate(pred: Dataset, gt: Dataset, gt_order: str = "masks", samples: bool 
     return metrics
 
 
+def _bin_index(predicted: np.ndarray, low: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges of RELIABILITY_BINS equal bins of [low, 1] and each prediction's bin index."""
+    edges = np.linspace(low, 1.0, RELIABILITY_BINS + 1)
+    return edges, np.clip(np.searchsorted(edges, predicted, side="right") - 1, 0, RELIABILITY_BINS - 1)
+
+
+def _ece(predicted: np.ndarray, observed: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Expected calibration error of ``observed`` outcomes ``[..., N]`` (one row per draw) against
+    ``predicted[N]`` binned by ``index[N]``: bin-weighted mean |observed - predicted|."""
+    onehot = np.eye(RELIABILITY_BINS)[index]
+    count = onehot.sum(axis=0)
+    used = count > 0
+    gap = np.abs(observed @ onehot[:, used] - predicted @ onehot[:, used]) / count[used]
+    return gap @ count[used] / len(predicted)
+
+
 def reliability(predicted: np.ndarray, observed: np.ndarray, low: float) -> dict:
     """Reliability table of ``predicted`` probabilities (or IoUs) against ``observed`` outcomes over
     RELIABILITY_BINS equal bins of [low, 1], and the expected calibration error (bin-weighted
     mean |observed - predicted|)."""
-    edges = np.linspace(low, 1.0, RELIABILITY_BINS + 1)
-    index = np.clip(np.searchsorted(edges, predicted, side="right") - 1, 0, RELIABILITY_BINS - 1)
-    table, ece = [], 0.0
+    edges, index = _bin_index(predicted, low)
+    table = []
     for b in range(RELIABILITY_BINS):
         inside = index == b
         if not inside.any():
             continue
-        gap = abs(float(observed[inside].mean()) - float(predicted[inside].mean()))
-        ece += gap * inside.sum() / len(predicted)
         table.append(
             {
                 "bin": f"[{edges[b]:.2f}, {edges[b + 1]:.2f}{']' if b == RELIABILITY_BINS - 1 else ')'}",
@@ -200,18 +220,44 @@ def reliability(predicted: np.ndarray, observed: np.ndarray, low: float) -> dict
                 "observed": round(float(observed[inside].mean()), 4),
             }
         )
+    ece = float(_ece(predicted, observed, index))
     return {"count": len(predicted), "ece": round(ece, 4), "table": table}
 
 
+def if_calibrated(confidence: np.ndarray, lowest: np.ndarray) -> dict:
+    """What these confidences would score were they exactly right: outcomes drawn again and again
+    (seeded) as Bernoulli(confidence); the median and 90th percentile of the ECE, and the median
+    share of the wrong edges that the ``lowest`` (indices) hold. A measured ECE inside that range is
+    what sampling alone gives on so few edges; the share says how sharp the confidences are."""
+    rng = np.random.default_rng(0)
+    draws = min(CALIBRATED_DRAWS, max(MIN_DRAWS, DRAW_BUDGET // len(confidence)))
+    index = _bin_index(confidence, 0.5)[1]
+    ece, share = [], []
+    step = max(1, DRAW_ELEMENTS // len(confidence))  # draws at a time: memory stays flat
+    for start in range(0, draws, step):
+        right = (rng.random((min(step, draws - start), len(confidence))) < confidence).astype(np.float64)
+        ece.append(_ece(confidence, right, index))
+        wrong = (1 - right).sum(axis=1)
+        share.append((1 - right[:, lowest]).sum(axis=1)[wrong > 0] / wrong[wrong > 0])
+    ece, share = np.concatenate(ece), np.concatenate(share)
+    return {
+        "ece_median": round(float(np.median(ece)), 4),
+        "ece_p90": round(float(np.quantile(ece, 0.9)), 4),
+        "wrong_share_in_least_confident": round(float(np.median(share)), 4) if len(share) else None,
+    }
+
+
 def edge_reliability(judged: list[tuple[float, bool]]) -> dict:
-    """How well edge confidences predict a right direction, and how many of the wrong directions
-    the least-confident edges hold (the share ``convert --review`` lists)."""
+    """How well edge confidences predict a right direction, how many of the wrong directions the
+    least-confident edges hold (the share ``convert --review`` lists), and both as they would be
+    were the confidences exactly calibrated (``if_calibrated``)."""
     confidence = np.array([c for c, _ in judged], dtype=np.float64)
     right = np.array([r for _, r in judged], dtype=np.float64)
     out = reliability(confidence, right, 0.5)
     lowest = np.argsort(confidence, kind="stable")[: least_confident(len(judged))]
     wrong = int((right == 0).sum())
     out.update(wrong=wrong, wrong_in_least_confident=int((right[lowest] == 0).sum()), least_confident=len(lowest))
+    out["if_calibrated"] = if_calibrated(confidence, lowest)
     return out
 
 

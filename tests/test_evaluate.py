@@ -9,7 +9,7 @@ from amodalize.convert import ConvertOptions, convert_dataset
 from amodalize.data.formats import read_dataset
 from amodalize.data.writer import augment, write_json_atomic
 from amodalize.errors import InputError
-from amodalize.evaluate import edge_reliability, evaluate, iou_reliability
+from amodalize.evaluate import edge_reliability, evaluate, if_calibrated, iou_reliability
 from tests.conftest import regions
 
 
@@ -108,8 +108,23 @@ def test_reliability_tables_and_the_wrong_edges_among_the_least_confident():
     assert [(row["count"], row["observed"]) for row in out["table"]] == [(10, 0.5), (10, 1.0)]
     assert out["ece"] == pytest.approx((10 * 0.05 + 10 * 0.05) / 20)
     assert out["least_confident"] == 2 and out["wrong_in_least_confident"] == 2  # ties keep file order
+    assert out["if_calibrated"] == if_calibrated(np.array(confidence), np.array([0, 1]))
     iou = iou_reliability([(0.9, 0.8), (0.2, 0.2)])
     assert iou["mean_abs_error"] == pytest.approx(0.05) and iou["ece"] == pytest.approx(0.05)
+
+
+def test_if_calibrated_gives_what_exact_confidences_would_score():
+    flat = if_calibrated(np.full(400, 0.75), np.arange(40))
+    # ECE of one bin of exactly calibrated edges is |mean of 400 Bernoulli(0.75) - 0.75|, whose
+    # median is 0.6745 of its standard deviation
+    assert flat["ece_median"] == pytest.approx(0.6745 * np.sqrt(0.75 * 0.25 / 400), abs=0.002)
+    assert flat["ece_p90"] > flat["ece_median"]
+    assert flat["wrong_share_in_least_confident"] == pytest.approx(0.1, abs=0.03)  # no sharper than chance
+    sharp = np.array([0.5] * 10 + [1.0] * 90)
+    assert if_calibrated(sharp, np.arange(10))["wrong_share_in_least_confident"] == 1.0  # only the 0.5s err
+    sure = if_calibrated(np.ones(50), np.arange(5))
+    assert sure == {"ece_median": 0.0, "ece_p90": 0.0, "wrong_share_in_least_confident": None}
+    assert if_calibrated(np.full(400, 0.75), np.arange(40)) == flat  # seeded
 
 
 def test_evaluate_scores_the_confidences_a_prediction_carries(tmp_path):
