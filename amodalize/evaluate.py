@@ -24,8 +24,9 @@ from amodalize.review import least_confident
 
 # Upper edges of the occlusion-rate bins (the first bin holds unoccluded instances only).
 OCCLUSION_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-# Bins of the reliability tables: edge confidences lie in [0.5, 1], IoU estimates in [0, 1].
+# Bins of the reliability tables: edge confidences lie in [EDGE_LOW, 1], IoU estimates in [0, 1].
 RELIABILITY_BINS = 10
+EDGE_LOW = 0.5
 # Outcome draws behind ``if_calibrated``: enough for its median and 90th percentile to settle; at
 # most DRAW_BUDGET drawn outcomes in all (many edges need fewer draws: their spread is small), and
 # DRAW_ELEMENTS at a time (memory stays flat).
@@ -231,7 +232,7 @@ def if_calibrated(confidence: np.ndarray, lowest: np.ndarray) -> dict:
     what sampling alone gives on so few edges; the share says how sharp the confidences are."""
     rng = np.random.default_rng(0)
     draws = min(CALIBRATED_DRAWS, max(MIN_DRAWS, DRAW_BUDGET // len(confidence)))
-    index = _bin_index(confidence, 0.5)[1]
+    index = _bin_index(confidence, EDGE_LOW)[1]
     ece, share = [], []
     step = max(1, DRAW_ELEMENTS // len(confidence))  # draws at a time: memory stays flat
     for start in range(0, draws, step):
@@ -253,7 +254,7 @@ def edge_reliability(judged: list[tuple[float, bool]]) -> dict:
     were the confidences exactly calibrated (``if_calibrated``)."""
     confidence = np.array([c for c, _ in judged], dtype=np.float64)
     right = np.array([r for _, r in judged], dtype=np.float64)
-    out = reliability(confidence, right, 0.5)
+    out = reliability(confidence, right, EDGE_LOW)
     lowest = np.argsort(confidence, kind="stable")[: least_confident(len(judged))]
     wrong = int((right == 0).sum())
     out.update(wrong=wrong, wrong_in_least_confident=int((right[lowest] == 0).sum()), least_confident=len(lowest))

@@ -32,9 +32,6 @@ from amodalize.train.loop import CHECKPOINT, train  # noqa: E402
 
 # The training data: (name, images, seed, SynthOptions). Touching masks and masks 2 and 4 pixels
 # apart, small and large scenes, few and many objects.
-# Real annotations are clicked polygons: shapes redrawn as polygons within POLYGON_PX pixels ordered
-# the real COCOA images better and the other sets within 2 pairs (README, "A stronger shape prior").
-POLYGON_PX = 2.0
 RECIPE = [
     ("touching", 300, 200, SynthOptions()),
     ("gap1", 300, 201, SynthOptions(gap=1)),
@@ -42,6 +39,9 @@ RECIPE = [
     ("small-few", 300, 203, SynthOptions(width=160, height=160, min_objects=2, max_objects=4)),
     ("large-many", 150, 204, SynthOptions(width=384, height=384, min_objects=6, max_objects=12, gap=1)),
 ]
+# Real annotations are clicked polygons: shapes redrawn as polygons within POLYGON_PX pixels ordered
+# the real COCOA images better and the other sets within 2 pairs (README, "A stronger shape prior").
+POLYGON_PX = 2.0
 PRESET = "general"
 
 
