@@ -428,6 +428,13 @@ def metrics_table(m: dict, title: str) -> Table:
     "--objects", default="3,7", metavar="MIN,MAX", help="Objects attempted per image (hidden ones are dropped)."
 )
 @click.option(
+    "--kinds",
+    default=None,
+    metavar="KIND,...",
+    help="Draw only these procedural shapes (ellipse, convex, concave, rounded_box, star, bar, ring), e.g. "
+    "ellipse,convex,rounded_box for convex objects like those on a table [default: all].",
+)
+@click.option(
     "--shapes-from",
     "shape_files",
     multiple=True,
@@ -445,6 +452,7 @@ def synth(
     polygon: float,
     render: bool,
     objects: str,
+    kinds: str | None,
     shape_files: tuple[Path, ...],
     fmt: str | None,
 ) -> None:
@@ -458,7 +466,7 @@ def synth(
         amodalize synth demo/real-shapes --shapes-from cocoa_val.json --size 320
     """
     from amodalize.data.formats import read_dataset
-    from amodalize.data.synth import SynthOptions, make_dataset, shapes_from
+    from amodalize.data.synth import SHAPES, SynthOptions, make_dataset, shapes_from
 
     try:
         low, high = (int(v) for v in objects.split(","))
@@ -466,9 +474,11 @@ def synth(
         raise click.BadParameter(f"expected MIN,MAX such as 2,4, got {objects!r}", param_hint="--objects") from None
     if not 1 <= low <= high:
         raise click.BadParameter(f"need 1 <= MIN <= MAX, got {objects!r}", param_hint="--objects")
-    opts = SynthOptions(
-        width=size, height=size, gap=gap, polygon=polygon, render=render, min_objects=low, max_objects=high
-    )
+    drawn = SHAPES if kinds is None else tuple(k.strip() for k in kinds.split(",") if k.strip())
+    try:
+        opts = SynthOptions(size, size, low, high, gap=gap, polygon=polygon, render=render, kinds=drawn)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--kinds") from None
     shapes = shapes_from([read_dataset(f, fmt) for f in shape_files], size, size) if shape_files else None
     if shape_files and not shapes:
         raise click.BadParameter("the files hold no object of 16 pixels or more", param_hint="--shapes-from")

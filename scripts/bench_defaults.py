@@ -4,37 +4,72 @@ hand-tuned setting found with ground truth, and against the Convex / Convex^R he
     python scripts/bench_defaults.py --checkpoint run/checkpoint.pt \
         --set clean=demo/synth-test/modal.json:demo/synth-test/gt.json \
         --set cocoa=../shared/data/cocoa-demo/1.json:../shared/data/cocoa-demo/1.json,...
+    python scripts/bench_defaults.py --checkpoint general --standard build/sets --no-search
 
-A set is NAME=INPUT:GT[,INPUT:GT...] (several files are pooled). Synth ground truth is scored with
-its annotated order (masks with gaps do not touch), other files with the order derived from the
-masks (the reference protocol). The hand-tuned setting is found by coordinate search over the eraser
-dilation, then the ordering threshold, then the completion threshold (twice round), maximising
-ordering accuracy + pooled IoU. Prints one JSON document.
+A set is NAME=INPUT:GT[,INPUT:GT...] (several files are pooled). ``--standard DIR`` adds the sets
+README's tables are measured on, made in DIR on the first run (STANDARD_SETS; the COCOA ones where
+the demo images are found). Synth ground truth is scored with its annotated order (masks with gaps
+do not touch), other files with the order derived from the masks (the reference protocol). The
+hand-tuned setting is found by coordinate search over the eraser dilation, then the ordering
+threshold, then the completion threshold (twice round), maximising ordering accuracy + pooled IoU.
+Beside the sets, ``all`` pools every set's pairs and confidences per conversion setting. Prints
+one JSON document.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from amodalize.data.formats import read_dataset  # noqa: E402
+from amodalize.data.synth import SynthOptions, make_dataset, shapes_from  # noqa: E402
 from amodalize.evaluate import edge_reliability, evaluate, iou_reliability  # noqa: E402
 from amodalize.pipeline import convert_file  # noqa: E402
 
 ORDER = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 AMODAL = (0.2, 0.3, 0.35, 0.4, 0.5, 0.6)
 DILATE = (0, 1, 2, 3, 4, 5, 6, 8)
+COCOA_DEMO = Path(os.environ.get("AMODALIZE_COCOA_DEMO") or ROOT.parent / "shared" / "data" / "cocoa-demo")
+# The standard sets: (images, seed, options) of procedural scenes, as `amodalize synth` makes them;
+# `shapes` layers the COCOA demo's 48 real amodal shapes instead (and `cocoa` is those 5 images).
+STANDARD_SETS = {
+    "clean": (100, 999, SynthOptions()),
+    "gap1": (100, 998, SynthOptions(gap=1)),
+    "gap2": (100, 997, SynthOptions(gap=2)),
+    "convex": (150, 4444, SynthOptions(320, 320, 3, 8, polygon=1.0, kinds=("ellipse", "convex", "rounded_box"))),
+    "shapes": (150, 4242, SynthOptions(320, 320)),
+}
+
+
+def standard_sets(folder: Path) -> dict[str, list[tuple[Path, Path]]]:
+    """The STANDARD_SETS as (input, GT) files, made in ``folder`` unless already there: the COCOA
+    demo images and the scenes of their shapes only where the demo is found."""
+    demo = [COCOA_DEMO / f"{k}.json" for k in range(1, 6)]
+    found = all(p.is_file() for p in demo)
+    sets = {}
+    for name, (images, seed, opts) in STANDARD_SETS.items():
+        if name == "shapes" and not found:
+            continue
+        if not (folder / name / "gt.json").is_file():
+            shapes = shapes_from([read_dataset(p) for p in demo], opts.width, opts.height) if name == "shapes" else None
+            make_dataset(folder / name, images, seed, opts, shapes)
+        sets[name] = [(folder / name / "modal.json", folder / name / "gt.json")]
+    if found:
+        sets["cocoa"] = [(p, p) for p in demo]
+    return sets
 
 
 def score(files: list[tuple[Path, Path]], tmp: Path, **settings: object) -> dict:
-    """Pooled ordering accuracy and IoU of one conversion setting over ``files``, and the
-    reliability of its confidences where it gives them."""
+    """Pooled ordering accuracy and IoU of one conversion setting over ``files``, the reliability
+    of its confidences where it gives them, and (``samples``) what they were computed from."""
     correct = pairs = inter = union = 0
     decided = None
     judged, estimated = [], []
@@ -50,14 +85,34 @@ def score(files: list[tuple[Path, Path]], tmp: Path, **settings: object) -> dict
         inter, union = inter + m["sum_intersection"], union + m["sum_union"]
         decided = decided or json.loads(out.read_text())["info"]["amodalize"]
     return {
+        **totals(correct, pairs, inter, union, judged, estimated),
+        "settings": {k: decided["settings"][k] for k in ("order_th", "amodal_th", "eraser_dilate", "gap")},
+        "decided": decided.get("decided"),
+        "samples": {"counts": [correct, pairs, inter, union], "edges": judged, "amodal": estimated},
+    }
+
+
+def totals(correct: int, pairs: int, inter: float, union: float, judged: list, estimated: list) -> dict:
+    """Ordering accuracy and pooled IoU (percent) and the confidences' reliability from the counts."""
+    return {
         "order_acc": round(100 * correct / max(pairs, 1), 2),
         "pooled_iou": round(100 * inter / max(union, 1), 2),
         "pairs": pairs,
-        "settings": {k: decided["settings"][k] for k in ("order_th", "amodal_th", "eraser_dilate", "gap")},
-        "decided": decided.get("decided"),
         "edge_confidence": edge_reliability(judged) if judged else None,
         "amodal_confidence": iou_reliability(estimated) if estimated else None,
     }
+
+
+def pooled(rows: dict[str, dict]) -> dict:
+    """Every set's pairs and confidences pooled, per conversion setting scored on every set."""
+    out = {}
+    first = next(iter(rows.values()))
+    for label in [k for k in first if k != "seconds" and all(k in row for row in rows.values())]:
+        parts = [row[label]["samples"] for row in rows.values()]
+        counts = [sum(p["counts"][k] for p in parts) for k in range(4)]
+        edges = [e for p in parts for e in p["edges"]]
+        out[label] = totals(*counts, edges, [a for p in parts for a in p["amodal"]])
+    return out
 
 
 def hand_tuned(files: list[tuple[Path, Path]], tmp: Path, checkpoint: Path) -> dict:
@@ -89,7 +144,7 @@ def _value(text: str) -> object:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=INPUT:GT[,...]")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=INPUT:GT[,...]")
     parser.add_argument("--no-search", action="store_true", help="Skip the hand-tuned search.")
     parser.add_argument(
         "--variant",
@@ -100,12 +155,19 @@ def main() -> None:
         help="Also score convert with these settings (e.g. single=tta:none,order:pcnet); repeatable.",
     )
     parser.add_argument("--brief", action="store_true", help="Leave the decisions out of the report.")
+    parser.add_argument(
+        "--standard", type=Path, metavar="DIR", help="Also score the standard sets, made in DIR on the first run."
+    )
     args = parser.parse_args()
+    if not args.sets and not args.standard:
+        parser.error("give --set or --standard")
+    sets = standard_sets(args.standard) if args.standard else {}
+    for item in args.sets:
+        name, _, spec = item.partition("=")
+        sets[name] = [tuple(Path(p) for p in pair.split(":")) for pair in spec.split(",")]
     report = {"checkpoint": str(args.checkpoint), "sets": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for item in args.sets:
-            name, _, spec = item.partition("=")
-            files = [tuple(Path(p) for p in pair.split(":")) for pair in spec.split(",")]
+        for name, files in sets.items():
             start = time.perf_counter()
             row = {
                 "defaults": score(files, Path(tmp), checkpoint=args.checkpoint),
@@ -122,8 +184,15 @@ def main() -> None:
                 row["hand_tuned"] = hand_tuned(files, Path(tmp), args.checkpoint)
             row["seconds"] = round(time.perf_counter() - start, 1)
             report["sets"][name] = row
-            print(f"{name}: {json.dumps(row)}", file=sys.stderr)
+            print(f"{name}: {json.dumps(without_samples(row))}", file=sys.stderr)
+    report["all"] = pooled(report["sets"])
+    report["sets"] = {name: without_samples(row) for name, row in report["sets"].items()}
     print(json.dumps(report, indent=1))
+
+
+def without_samples(row: dict) -> dict:
+    """``row`` without the samples behind its figures (kept only to pool the sets)."""
+    return {k: {f: v for f, v in r.items() if f != "samples"} if isinstance(r, dict) else r for k, r in row.items()}
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
-"""The prepared GPU scripts keep working: their --quick runs end to end on the CPU."""
+"""The scripts keep working: the prepared GPU ones end to end on the CPU (--quick), the benchmarks at
+tiny size."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from amodalize.data.formats import read_dataset
+from amodalize.data.synth import SynthOptions, make_dataset
+from tests.cocoa_like import write_cocoa_like
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -65,3 +71,45 @@ def test_table4_quick_trains_one_detector_per_label_source(tmp_path):
     doc = json.loads((tmp_path / "table4.json").read_text())
     assert list(doc["ap"]) == ["raw", "convex-r", "pcnet", "gt-amodal"]
     assert set(doc["label_quality_on_train"]) == {"raw", "convex-r", "pcnet"}
+
+
+def load_script(name: str):
+    """A script of scripts/ imported as a module, to test its functions."""
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), SCRIPTS / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_defaults_pools_the_sets(tmp_path):
+    sets = []
+    for name, seed in (("one", 5), ("two", 6)):  # 2-px gaps: the shipped model's own calibration, no new one
+        modal, gt = make_dataset(tmp_path / name, 6, seed, SynthOptions(width=128, height=128, gap=1))
+        sets += ["--set", f"{name}={modal}:{gt}"]
+    done = run_script("bench_defaults.py", "--checkpoint", "general", "--no-search", "--brief", *sets)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    rows, pooled = report["sets"], report["all"]
+    assert list(rows) == ["one", "two"] and list(pooled) == ["defaults", "convex_r"]
+    for label in pooled:
+        assert pooled[label]["pairs"] == sum(row[label]["pairs"] for row in rows.values()) > 0
+    edges = [row["defaults"]["edge_confidence"] for row in rows.values()]
+    assert pooled["defaults"]["edge_confidence"]["count"] == sum(e["count"] for e in edges)
+    assert pooled["defaults"]["edge_confidence"]["wrong"] == sum(e["wrong"] for e in edges)
+    assert pooled["convex_r"]["edge_confidence"] is None and "samples" not in done.stdout
+
+
+def test_bench_defaults_makes_the_standard_sets_once(tmp_path, monkeypatch):
+    bench = load_script("bench_defaults.py")
+    monkeypatch.setattr(
+        bench, "STANDARD_SETS", {"clean": (2, 1, SynthOptions(64, 64)), "shapes": (2, 2, SynthOptions(64, 64))}
+    )
+    monkeypatch.setattr(bench, "COCOA_DEMO", tmp_path / "absent")
+    assert list(bench.standard_sets(tmp_path / "a")) == ["clean"]  # no COCOA demo: no sets made of it
+    monkeypatch.setattr(bench, "COCOA_DEMO", write_cocoa_like(tmp_path / "demo", images=5))
+    sets = bench.standard_sets(tmp_path / "b")
+    assert list(sets) == ["clean", "shapes", "cocoa"] and len(sets["cocoa"]) == 5
+    made = {name: files[0][1].stat().st_mtime_ns for name, files in sets.items() if name != "cocoa"}
+    assert len(read_dataset(sets["shapes"][0][1]).instances) > 0
+    again = bench.standard_sets(tmp_path / "b")  # already there: kept, not made again
+    assert again == sets and all(again[n][0][1].stat().st_mtime_ns == t for n, t in made.items())

@@ -37,6 +37,8 @@ class SynthOptions:
         click polygons; what is visible is then cut by the occluders' polygons, as in COCO-style
         amodal annotations.
     render: also paint RGB images (textured objects on textured backgrounds).
+    kinds: the procedural shapes drawn, from SHAPES (e.g. only the convex ones, like the boxes,
+        cans and bowls of tabletop scenes).
     """
 
     width: int = 256
@@ -48,6 +50,13 @@ class SynthOptions:
     gap: int = 0
     polygon: float = 0.0
     render: bool = False
+    kinds: tuple[str, ...] = SHAPES
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.kinds if k not in SHAPES]
+        if unknown or not self.kinds:
+            what = f"unknown shape kinds {unknown}" if unknown else "no shape kinds given"
+            raise ValueError(f"{what}; choose from {', '.join(SHAPES)}")
 
 
 def _shape(rng: np.random.Generator, kind: str, h: int, w: int) -> np.ndarray:
@@ -169,7 +178,7 @@ def make_scene(
     h, w = opts.height, opts.width
     n = int(rng.integers(opts.min_objects, opts.max_objects + 1))
     if shapes is None:
-        candidates = [_shape(rng, SHAPES[int(rng.integers(len(SHAPES)))], h, w) for _ in range(n)]
+        candidates = [_shape(rng, opts.kinds[int(rng.integers(len(opts.kinds)))], h, w) for _ in range(n)]
         if opts.polygon:
             candidates = [polygonize(c, opts.polygon) for c in candidates]
     else:

@@ -1,10 +1,14 @@
+import json
+
 import cv2
 import numpy as np
+import pytest
 
 from amodalize.data.formats import read_dataset
 from amodalize.data.masks import decode_crop, rle_area, rle_intersection_area
 from amodalize.data.synth import SynthOptions, make_dataset, make_scene, polygonize, shapes_from
 from amodalize.evaluate import evaluate
+from tests.conftest import invoke
 
 
 def test_same_seed_same_files_other_seed_differs(tmp_path):
@@ -102,3 +106,31 @@ def test_scenes_of_given_shapes_layer_them_with_exact_truth(tmp_path):
     assert evaluate(g, g, "masks")["order_acc"] == 1.0
     again, _ = make_dataset(tmp_path / "again", 10, 0, SynthOptions(width=160, height=160), shapes)
     assert again.read_bytes() == modal.read_bytes()
+
+
+def test_kinds_choose_the_shapes_drawn():
+    def hull_share(mask: np.ndarray) -> float:
+        points = cv2.findNonZero(mask.astype(np.uint8))
+        hull = np.zeros(mask.shape, np.uint8)
+        cv2.fillPoly(hull, [cv2.convexHull(points)], 1)
+        return np.count_nonzero(mask) / np.count_nonzero(hull)
+
+    shares = {}
+    for kinds in (("ellipse", "convex", "rounded_box"), ("ring",)):
+        opts = SynthOptions(width=128, height=128, min_objects=5, max_objects=5, kinds=kinds)
+        amodals = [m for k in range(4) for m in make_scene(np.random.default_rng(k), opts)[0]]
+        shares[kinds[0]] = [hull_share(m) for m in amodals if np.count_nonzero(m) > 200]
+    assert shares["ellipse"] and min(shares["ellipse"]) > 0.93  # convex objects fill their hulls
+    assert shares["ring"] and max(shares["ring"]) < 0.9  # rings do not
+    with pytest.raises(ValueError, match="unknown shape kinds"):
+        SynthOptions(kinds=("cube",))
+
+
+def test_synth_cli_kinds(tmp_path):
+    invoke(["synth", tmp_path / "ok", "--images", "2", "--size", "64", "--kinds", "ellipse,bar"])
+    assert json.loads((tmp_path / "ok" / "gt.json").read_text())["info"]["amodalize"]["synth"]["kinds"] == [
+        "ellipse",
+        "bar",
+    ]
+    result = invoke(["synth", tmp_path / "bad", "--kinds", "ellipse,cube"], exit_code=2)
+    assert "unknown shape kinds ['cube']" in result.stderr and not (tmp_path / "bad").exists()
