@@ -476,7 +476,16 @@ def synth(
         raise click.BadParameter(f"need 1 <= MIN <= MAX, got {objects!r}", param_hint="--objects")
     drawn = SHAPES if kinds is None else tuple(k.strip() for k in kinds.split(",") if k.strip())
     try:
-        opts = SynthOptions(size, size, low, high, gap=gap, polygon=polygon, render=render, kinds=drawn)
+        opts = SynthOptions(
+            width=size,
+            height=size,
+            min_objects=low,
+            max_objects=high,
+            gap=gap,
+            polygon=polygon,
+            render=render,
+            kinds=drawn,
+        )
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--kinds") from None
     shapes = shapes_from([read_dataset(f, fmt) for f in shape_files], size, size) if shape_files else None
