@@ -44,8 +44,12 @@ STANDARD_SETS = {
     "clean": (100, 999, SynthOptions()),
     "gap1": (100, 998, SynthOptions(gap=1)),
     "gap2": (100, 997, SynthOptions(gap=2)),
-    "convex": (150, 4444, SynthOptions(320, 320, 3, 8, polygon=1.0, kinds=("ellipse", "convex", "rounded_box"))),
-    "shapes": (150, 4242, SynthOptions(320, 320)),
+    "convex": (
+        150,
+        4444,
+        SynthOptions(320, 320, min_objects=3, max_objects=8, polygon=1.0, kinds=("ellipse", "convex", "rounded_box")),
+    ),
+    "shapes": (150, 4242, SynthOptions(320, 320, min_objects=3, max_objects=7)),
 }
 
 
