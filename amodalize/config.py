@@ -59,7 +59,7 @@ class DataConfig:
         sample from 0.5-1.5x this; 'auto' measures it from the training masks. 0 (the reference
         recipe) is the default: on synth scenes with 2- and 4-pixel gaps, models trained with their
         measured gap still needed the same eraser dilation at inference and ordered 0.9 and 1.3
-        points worse than the gap-free recipe calibrated on the input (README, "Right by default").
+        points worse than the gap-free recipe calibrated on the input (docs/measurements.md, "Right by default").
     """
 
     input_size: int = 256

@@ -22,5 +22,13 @@ class InputError(AmodalizeError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class TrainingError(AmodalizeError):
+    """Training cannot go on (a non-finite loss, a checkpoint that does not fit)."""
+
+
+class DeviceError(AmodalizeError):
+    """The device asked for is not there (``--device cuda`` without a CUDA GPU)."""
+
+
 class FormatError(ValueError):
     """A malformed field inside one record; readers re-raise it as InputError with the file name."""

@@ -19,24 +19,24 @@ import numpy as np
 
 from amodalize import __version__
 from amodalize.config import AUTO, DataConfig
-from amodalize.convert import ConvertOptions, convert_dataset
+from amodalize.data.bank import InstanceBank, build_bank
 from amodalize.data.formats import read_dataset
 from amodalize.data.formats.common import load_json
 from amodalize.data.formats.detections import read_detections
 from amodalize.data.gaps import estimate_gap, modal_groups
 from amodalize.data.records import Dataset, ImageResult
 from amodalize.data.writer import augment, merge_parts, write_json_atomic
-from amodalize.infer.batcher import Completer, default_batch_size
+from amodalize.infer.batcher import Completer, default_batch_size, resolve_device
+from amodalize.infer.calibrate import calibrate, fit_fusion, fusion_scenes
+from amodalize.infer.convert import ConvertOptions
 from amodalize.infer.fusion import IoUModel, OrderFusion
+from amodalize.infer.hosts import convert_dataset
 from amodalize.models.pcnet_m import load_pcnet_m
 from amodalize.models.registry import DEFAULT_MODEL, file_sha256, resolve_checkpoint
 from amodalize.models.unet import fold_batchnorm, freeze_for_cpu
 from amodalize.review import review
-from amodalize.train.calibrate import calibrate, fit_fusion, fusion_scenes
-from amodalize.train.loop import resolve_device
-from amodalize.train.partial import InstanceBank, build_bank
 
-# Test-time augmentation of PCNet-M queries unless asked otherwise (README, "Better than geometry").
+# Test-time augmentation of PCNet-M queries unless asked otherwise (docs/measurements.md, "Better than geometry").
 DEFAULT_TTA = "flip"
 # Completed/visible area of instances with nothing in front above this means a badly calibrated model.
 CALIBRATION_LIMIT = 1.3

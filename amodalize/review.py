@@ -7,7 +7,7 @@ from collections import defaultdict
 
 # Share of the edges, and of the completed instances, listed for review: on the measured sets the
 # least-confident 10% of the edges hold 26-64% of the wrongly directed ones, half of them over the
-# six sets pooled (README, "Better than geometry"), several times their share.
+# six sets pooled (docs/measurements.md, "Better than geometry"), several times their share.
 REVIEW_SHARE = 0.1
 
 

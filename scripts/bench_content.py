@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from amodalize.config import ContentConfig, from_dict
+from amodalize.data.bank import build_bank
 from amodalize.data.formats import read_dataset
 from amodalize.data.images import ImageCache
 from amodalize.infer.batcher import Painter
 from amodalize.models.pcnet_c import load_pcnet_c
 from amodalize.train.content import validate_content
-from amodalize.train.partial import PartialCompletionSet, build_bank, split_instances, validation_samples
+from amodalize.train.partial import PartialCompletionSet, split_instances, validation_samples
 
 
 def main() -> None:

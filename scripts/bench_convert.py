@@ -34,11 +34,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from amodalize.convert import convert_dataset  # noqa: E402
 from amodalize.data.formats import read_dataset  # noqa: E402
 from amodalize.data.masks import Crop, encode_crop, rle_area, rle_bbox  # noqa: E402
 from amodalize.data.synth import SynthOptions, make_dataset, make_scene  # noqa: E402
 from amodalize.infer.batcher import Completer, default_batch_size  # noqa: E402
+from amodalize.infer.hosts import convert_dataset  # noqa: E402
 from amodalize.pipeline import convert_file, load_completer, resolve_options  # noqa: E402
 
 COCOA_DEMO = ROOT.parent / "shared" / "data" / "cocoa-demo"
@@ -149,7 +149,7 @@ def host_bench(tmp: Path, images: int, size: int, chunk: int) -> dict:
     ``serial_threaded`` is the serial path with the libraries' own threads, as a user runs it."""
     import cv2
 
-    from amodalize.convert import ConvertOptions
+    from amodalize.infer.convert import ConvertOptions
 
     opts = SynthOptions(width=640, height=480, min_objects=3, max_objects=12)
     modal, _ = make_dataset(tmp / "host", images, 17, opts)

@@ -7,7 +7,7 @@ hand-tuned setting found with ground truth, and against the Convex / Convex^R he
     python scripts/bench_defaults.py --checkpoint general --standard build/sets --no-search
 
 A set is NAME=INPUT:GT[,INPUT:GT...] (several files are pooled). ``--standard DIR`` adds the sets
-README's tables are measured on, made in DIR on the first run (STANDARD_SETS; the COCOA ones where
+docs/measurements.md's tables are measured on, made in DIR on the first run (STANDARD_SETS; the COCOA ones where
 the demo images are found). Synth ground truth is scored with its annotated order (masks with gaps
 do not touch), other files with the order derived from the masks (the reference protocol). The
 hand-tuned setting is found by coordinate search over the eraser dilation, then the ordering

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from amodalize.config import load_config
+from amodalize.data.bank import build_bank
 from amodalize.data.formats import read_dataset
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.models.pcnet_m import pack_input
 from amodalize.train.loop import RankBatches, build_model, build_optimizer, weighted_cross_entropy
-from amodalize.train.partial import PartialCompletionSet, build_bank, split_instances
+from amodalize.train.partial import PartialCompletionSet, split_instances
 
 
 def main() -> None:

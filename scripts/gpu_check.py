@@ -309,8 +309,8 @@ def repeated(dataset, times: int):
 
 
 def convert_large_part(out: Path, ckpts: dict[str, Path], size: dict, device: str) -> dict:
-    from amodalize.convert import convert_dataset
     from amodalize.data.formats import read_dataset
+    from amodalize.infer.hosts import convert_dataset
     from amodalize.pipeline import load_completer, resolve_options
 
     opts = SynthOptions(width=640, height=480, min_objects=3, max_objects=12)

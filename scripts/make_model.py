@@ -40,7 +40,7 @@ RECIPE = [
     ("large-many", 150, 204, SynthOptions(width=384, height=384, min_objects=6, max_objects=12, gap=1)),
 ]
 # Real annotations are clicked polygons: shapes redrawn as polygons within POLYGON_PX pixels ordered
-# the real COCOA images better and the other sets within 2 pairs (README, "A stronger shape prior").
+# the real COCOA images better and the other sets within 2 pairs (docs/measurements.md, "A stronger shape prior").
 POLYGON_PX = 2.0
 PRESET = "general"
 

@@ -5,7 +5,7 @@ amodal labels of the same images, amodal mask AP on held-out scenes. Prints one 
     python scripts/table4.py OUT_DIR --quick              # tiny, any device (a smoke run)
     python scripts/table4.py OUT_DIR --checkpoint run/checkpoint.pt --iters 3000
 
-Sizing (README, "Table 4 on a GPU"): the r50-fpn step time that scripts/gpu_check.py measures times
+Sizing (docs/gpu.md, "Table 4 on a GPU"): the r50-fpn step time that scripts/gpu_check.py measures times
 ``--iters`` times four label sources is the bulk of the run; the PCNet-M training (cpu-small preset
 on the device, unless --checkpoint is given), the conversions and the four evaluations add about a
 minute. Finished Mask R-CNN runs are kept, so a rerun continues where a killed one stopped.

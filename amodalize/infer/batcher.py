@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from amodalize.errors import DeviceError
 from amodalize.models.pcnet_c import denormalize, pack_content_input
 from amodalize.models.pcnet_m import foreground_probability, pack_input
 
@@ -19,6 +20,17 @@ CPU_BATCH_PIXELS = 16 * 64 * 64
 
 
 TTA_MODES = ("none", "flip")
+
+
+def resolve_device(device: str, index: int = 0) -> torch.device:
+    """'auto' (CUDA when available), 'cpu' or 'cuda' as a torch device; CUDA asked for but absent is an error."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("--device cuda was asked for, but no CUDA GPU is available")
+        return torch.device("cuda", index)
+    return torch.device("cpu")
 
 
 def default_batch_size(device: torch.device, input_size: int) -> int:

@@ -4,7 +4,7 @@ Dual completion's two increments and the convex hulls' two increments of a candi
 turned into antisymmetric features (each changes sign when the pair is swapped), and a logistic
 regression without intercept maps them to P(i in front of j): swapping the pair gives exactly
 1 - P. The weights are fitted by calibration on synthetic scenes of the dataset's own shapes, whose
-order is known by construction (``amodalize.train.calibrate``), never on ground truth.
+order is known by construction (``amodalize.infer.calibrate``), never on ground truth.
 
 A second, linear model estimates each completed mask's IoU with the truth from what the completion
 did (its share of new pixels, how undecided the network was where it completed, whether anything

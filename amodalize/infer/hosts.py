@@ -1,7 +1,8 @@
-"""PCNet-M conversion with its host work spread over worker processes.
+"""Where chunks of images are converted: in this process, over joblib workers (model-free
+methods), or, for PCNet-M, with the host work spread over worker processes (``convert_dataset``).
 
-The process that owns the model (and the GPU, where there is one) runs only forward passes. Each
-worker process converts whole chunks of images (decoding, pair tests, patches, increments,
+For PCNet-M with workers, the process that owns the model (and the GPU, where there is one) runs
+only forward passes. Each worker process converts whole chunks of images (decoding, pair tests, patches, increments,
 paste-back, encoding), as the serial path does, but hands every batch of queries to the model
 process through shared memory and waits for its P(fg). A batch is forwarded exactly as the worker
 built it, so every output is identical to the serial path's. What is in flight is bounded (two
@@ -11,14 +12,18 @@ chunks per worker queued, two batch slots per worker), so memory stays flat howe
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import traceback
 from collections.abc import Callable, Iterator
 from multiprocessing import shared_memory
 
 import numpy as np
+from joblib import Parallel, delayed
 
+from amodalize.data.records import Dataset, ImageRecord, ImageResult
 from amodalize.infer.batcher import Completer
+from amodalize.infer.convert import ConvertOptions, convert_chunk
 
 # Chunks handed to each worker ahead of the one it works on.
 CHUNKS_AHEAD = 2
@@ -100,10 +105,10 @@ class RemoteCompleter:
         return out
 
 
-def _worker(worker: int, opts: object, tasks: mp.Queue, inbox: mp.Queue, replies: mp.Queue, sizes: tuple) -> None:
+def _worker(
+    worker: int, opts: ConvertOptions, tasks: mp.Queue, inbox: mp.Queue, replies: mp.Queue, sizes: tuple
+) -> None:
     import cv2
-
-    from amodalize.convert import convert_chunk  # imported here: amodalize.convert imports this module
 
     cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's own threads would only contend
 
@@ -125,12 +130,12 @@ def _worker(worker: int, opts: object, tasks: mp.Queue, inbox: mp.Queue, replies
         slots.close()
 
 
-def convert_chunks(chunks: list[list], opts: object, completer: Completer, workers: int) -> Iterator[list]:
+def convert_chunks(chunks: list[list], opts: ConvertOptions, completer: Completer, workers: int) -> Iterator[list]:
     """The results of ``convert_chunk`` for each chunk, in order, with the host work done by
     ``workers`` processes and the forwards by ``completer`` in this process."""
     ctx = mp.get_context(START_METHOD)
     if START_METHOD == "forkserver":
-        ctx.set_forkserver_preload(["amodalize.convert"])
+        ctx.set_forkserver_preload(["amodalize.infer.hosts"])
     inbox: mp.Queue = ctx.Queue()
     tasks = [ctx.Queue() for _ in range(workers)]
     replies = [ctx.Queue() for _ in range(workers)]
@@ -200,3 +205,48 @@ def convert_chunks(chunks: list[list], opts: object, completer: Completer, worke
                 p.terminate()
         for block in slots:
             block.close(unlink=True)
+
+
+def model_workers(completer: Completer) -> int:
+    """Host worker processes beside the model by default: the cores less one on CUDA; none on CPU,
+    where the convolutions already use every core (docs/measurements.md, "Speed")."""
+    if completer.device.type == "cuda":
+        return max(1, (os.cpu_count() or 1) - 1)
+    return 1
+
+
+def convert_dataset(
+    dataset: Dataset,
+    opts: ConvertOptions,
+    images: list[ImageRecord] | None = None,
+    workers: int = 1,
+    chunk_size: int = 16,
+    completer: Completer | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[int, ImageResult]:
+    """Convert ``images`` (default: every image of the dataset); results keyed by image id.
+
+    Model-free methods spread chunks over ``workers`` processes (-1: all cores). PCNet-M runs in
+    this process, batching each chunk's queries through ``completer``; with ``workers`` > 1 (-1:
+    ``model_workers``) the host work of the chunks is done by that many worker processes
+    (``convert_chunks``), with the same results.
+    """
+    if opts.needs_model and completer is None:
+        raise ValueError("PCNet-M methods need a completer (a loaded checkpoint)")
+    items = [(image, dataset.by_image[image.id]) for image in (dataset.images if images is None else images)]
+    chunks = [items[k : k + chunk_size] for k in range(0, len(items), chunk_size)]
+    if opts.needs_model:
+        workers = model_workers(completer) if workers == -1 else workers
+    if opts.needs_model and workers > 1 and len(chunks) > 1:
+        runs: Iterator[list[ImageResult]] = convert_chunks(chunks, opts, completer, workers)
+    elif opts.needs_model or workers == 1 or len(chunks) == 1:
+        runs = (convert_chunk(c, opts, completer) for c in chunks)
+    else:
+        runs = Parallel(n_jobs=workers, return_as="generator")(delayed(convert_chunk)(c, opts) for c in chunks)
+    results: dict[int, ImageResult] = {}
+    for chunk_results in runs:
+        for r in chunk_results:
+            results[r.image_id] = r
+        if on_progress:
+            on_progress(len(chunk_results))
+    return results

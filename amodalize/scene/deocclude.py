@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 
 from amodalize import __version__
-from amodalize.convert import convert_dataset
 from amodalize.data.formats import read_dataset
 from amodalize.data.formats.common import load_json
 from amodalize.data.images import check_images, read_rgb
@@ -31,7 +30,8 @@ from amodalize.data.records import Dataset, ImageRecord
 from amodalize.data.writer import write_json_atomic
 from amodalize.errors import InputError
 from amodalize.evaluate import gt_order_from_masks
-from amodalize.infer.batcher import Painter, default_batch_size
+from amodalize.infer.batcher import Painter, default_batch_size, resolve_device
+from amodalize.infer.hosts import convert_dataset
 from amodalize.models.pcnet_c import load_pcnet_c
 from amodalize.models.registry import file_sha256
 from amodalize.pipeline import load_completer, resolve_options
@@ -47,7 +47,6 @@ from amodalize.scene.layers import (
     object_queries,
     paint_order,
 )
-from amodalize.train.loop import resolve_device
 
 LAYERS = "layers.json"
 

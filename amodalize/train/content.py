@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from amodalize.config import ContentConfig, LossConfig, to_dict
+from amodalize.data.bank import build_bank
 from amodalize.data.formats import read_dataset
 from amodalize.data.images import ImageCache, check_images
 from amodalize.errors import InputError
@@ -39,7 +40,7 @@ from amodalize.train.loop import (
     run_steps,
     start_run,
 )
-from amodalize.train.partial import PartialCompletionSet, build_bank, split_instances, validation_samples
+from amodalize.train.partial import PartialCompletionSet, split_instances, validation_samples
 
 
 def gram(f: torch.Tensor) -> torch.Tensor:

@@ -22,27 +22,19 @@ import torch.nn.functional as F
 import yaml
 
 from amodalize.config import AUTO, AnyConfig, DataConfig, TrainConfig, from_dict, to_dict
+from amodalize.data.bank import build_bank
 from amodalize.data.formats import read_dataset
 from amodalize.data.gaps import estimate_gap, modal_groups
 from amodalize.data.records import Dataset
-from amodalize.errors import AmodalizeError, InputError
-from amodalize.infer.batcher import Completer, default_batch_size
+from amodalize.errors import InputError, TrainingError
+from amodalize.infer.batcher import Completer, default_batch_size, resolve_device
+from amodalize.infer.calibrate import calibrate
 from amodalize.models.pcnet_m import foreground_probability, load_pcnet_m, pack_input
 from amodalize.models.registry import file_sha256, resolve_checkpoint
 from amodalize.models.unet import UNet, init_weights
-from amodalize.train.calibrate import calibrate
-from amodalize.train.partial import (
-    PartialCompletionSet,
-    build_bank,
-    split_instances,
-    validation_samples,
-)
+from amodalize.train.partial import PartialCompletionSet, split_instances, validation_samples
 
 CHECKPOINT = "checkpoint.pt"
-
-
-class TrainingError(AmodalizeError):
-    """Training cannot go on (a non-finite loss, a checkpoint that does not fit)."""
 
 
 def weighted_cross_entropy(
@@ -170,17 +162,6 @@ def atomic_save(obj: dict, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def resolve_device(device: str, index: int = 0) -> torch.device:
-    """'auto' (CUDA when available), 'cpu' or 'cuda' as a torch device; CUDA asked for but absent is an error."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError("--device cuda was asked for, but no CUDA GPU is available")
-        return torch.device("cuda", index)
-    return torch.device("cpu")
 
 
 def check_resumable(ckpt: dict, cfg: AnyConfig, fingerprint: str, path: Path) -> None:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from amodalize.convert import ConvertOptions, convert_dataset
 from amodalize.data.formats import read_dataset
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.infer.batcher import Completer
+from amodalize.infer.convert import ConvertOptions
 from amodalize.infer.fusion import (
     IOU_FEATURES,
     PAIR_FEATURES,
@@ -22,6 +22,7 @@ from amodalize.infer.fusion import (
     fit_order,
     pair_features,
 )
+from amodalize.infer.hosts import convert_dataset
 from amodalize.pipeline import REFERENCE_SETTINGS
 from amodalize.review import review
 from tests.infer.test_pcnet import HullNet, square_and_bar

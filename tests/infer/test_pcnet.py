@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import torch
 
-from amodalize.convert import ConvertOptions, convert_dataset
 from amodalize.data.formats import read_dataset
 from amodalize.data.masks import Crop, decode_crop, encode_crop
 from amodalize.data.records import Dataset, ImageRecord, Instance
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.infer.batcher import Completer
-from amodalize.infer.hosts import MESSAGE_QUERIES, message_queries
+from amodalize.infer.convert import ConvertOptions
+from amodalize.infer.hosts import MESSAGE_QUERIES, convert_dataset, message_queries
 from amodalize.models.unet import UNet
 from tests.conftest import invoke, regions
 from tests.models.test_unet import to_reference

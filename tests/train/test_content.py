@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from amodalize.config import ContentConfig, load_config
+from amodalize.data.bank import build_bank, sample_window
 from amodalize.data.formats import read_dataset
 from amodalize.data.images import ImageCache, crop_image
 from amodalize.data.masks import resample
@@ -20,7 +21,7 @@ from amodalize.train.content import (
     train_content,
     validate_content,
 )
-from amodalize.train.partial import build_bank, make_content_sample, sample_window, validation_samples
+from amodalize.train.partial import make_content_sample, validation_samples
 from tests.conftest import invoke, torchrun
 
 TINY = [

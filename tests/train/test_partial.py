@@ -3,18 +3,12 @@ import numpy as np
 import pytest
 
 from amodalize.config import DataConfig, load_config
+from amodalize.data.bank import build_bank
 from amodalize.data.formats import read_dataset
 from amodalize.data.masks import Crop, dilate_square, resample
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.errors import InputError
-from amodalize.train.partial import (
-    PartialCompletionSet,
-    build_bank,
-    make_sample,
-    place_eraser,
-    split_instances,
-    translate,
-)
+from amodalize.train.partial import PartialCompletionSet, make_sample, split_instances
 
 CFG = DataConfig(input_size=32, gap=0)
 
@@ -31,25 +25,6 @@ def test_resample_equals_cropping_then_nearest_resize():
     window = crop.within((x0, y0, x0 + side, y0 + side)).astype(np.uint8)
     expected = cv2.resize(window, (16, 16), interpolation=cv2.INTER_NEAREST).astype(bool)
     assert np.array_equal(resample(crop, (x0, y0, x0 + side, y0 + side), 16), expected)
-
-
-def test_translate():
-    m = np.zeros((4, 4), bool)
-    m[1, 1] = True
-    assert translate(m, 1, 0)[1, 0] and translate(m, -1, -1)[2, 2]
-    assert not translate(m, 5, 0).any()
-
-
-def test_eraser_cuts_an_accepted_fraction():
-    rng = np.random.default_rng(1)
-    target = np.zeros((32, 32), bool)
-    target[8:24, 8:24] = True
-    eraser = np.zeros((32, 32), bool)
-    eraser[4:28, 10:20] = True
-    for _ in range(20):
-        placed = place_eraser(eraser, target, rng, CFG)
-        cut = np.count_nonzero(placed & target) / np.count_nonzero(target)
-        assert CFG.min_cut_ratio <= cut < CFG.max_cut_ratio
 
 
 def test_both_cases_follow_the_recipe(tmp_path):
@@ -122,13 +97,3 @@ def test_samples_are_a_function_of_seed_and_index(tmp_path):
     for g in (0, 5, 1000):
         assert all(np.array_equal(a[g][k], b[g][k]) for k in ("modal", "eraser", "target"))
     assert not all(np.array_equal(a[0][k], a[1][k]) for k in ("modal", "eraser", "target"))
-
-
-def test_bank_skips_crowd_and_empty(tmp_path):
-    modal, _ = make_dataset(tmp_path, 3, 0, SynthOptions(width=64, height=64))
-    ds = read_dataset(modal)
-    n = len(ds.instances)
-    ds.instances[0].iscrowd = True
-    bank = build_bank([ds], workers=1)
-    assert len(bank) == n - 1
-    assert bank.crop(0).area == np.count_nonzero(bank.crop(0).mask) > 0

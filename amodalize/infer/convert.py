@@ -1,19 +1,16 @@
-"""Conversion of a modal dataset into amodal masks and an occlusion graph.
+"""Conversion of a chunk of images into amodal masks and an occlusion graph.
 
-Images are handled in chunks. Within a chunk every instance is decoded once into a crop, the
-candidate pairs are found, then the order graph and the amodal masks are computed either by a
-model-free baseline or by PCNet-M. PCNet-M queries of the whole chunk go through one
-``Completer`` in batches; model-free chunks are spread over processes with joblib.
+Within a chunk every instance is decoded once into a crop, the candidate pairs are found, then the
+order graph and the amodal masks are computed either by a model-free baseline or by PCNet-M.
+PCNet-M queries of the whole chunk go through one ``Completer`` in batches. Where chunks run (this
+process, joblib workers, host worker processes around the model) is ``amodalize.infer.hosts``.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from joblib import Parallel, delayed
 
 from amodalize.data.masks import (
     EMPTY,
@@ -25,12 +22,11 @@ from amodalize.data.masks import (
     tight,
     union_within,
 )
-from amodalize.data.records import Dataset, ImageRecord, ImageResult, Instance
+from amodalize.data.records import ImageRecord, ImageResult, Instance
 from amodalize.infer import baselines
 from amodalize.infer.amodal import eraser_members, paste
 from amodalize.infer.batcher import Completer
 from amodalize.infer.fusion import IOU_FEATURES, IoUModel, OrderFusion, decide, iou_features, pair_features
-from amodalize.infer.hosts import convert_chunks
 from amodalize.infer.order import edges, has_cycle, increment, order_from_increments, patches, soft_increment
 from amodalize.infer.pairs import touching_pairs
 
@@ -72,7 +68,7 @@ class ConvertOptions:
         orders by dual completion alone and gives no confidence.
     related: for ``order=fused``, which pairs get an order: 'pcnet' those whose two completion
         increments differ (as dual completion), 'any' also those whose hull increments differ
-        (measured better on every set: README, "Better than geometry").
+        (measured better on every set: docs/measurements.md, "Better than geometry").
     iou_model: the weights of ``fusion.IoUModel`` for each completion's ``amodal_confidence``
         (from calibration); None gives none.
     """
@@ -318,48 +314,3 @@ def convert_chunk(
     else:
         completed = [_amodal_baseline(work, opts) for work in works]
     return [_finish(work, c) for work, c in zip(works, completed)]
-
-
-def model_workers(completer: Completer) -> int:
-    """Host worker processes beside the model by default: the cores less one on CUDA; none on CPU,
-    where the convolutions already use every core (README, "Speed")."""
-    if completer.device.type == "cuda":
-        return max(1, (os.cpu_count() or 1) - 1)
-    return 1
-
-
-def convert_dataset(
-    dataset: Dataset,
-    opts: ConvertOptions,
-    images: list[ImageRecord] | None = None,
-    workers: int = 1,
-    chunk_size: int = 16,
-    completer: Completer | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> dict[int, ImageResult]:
-    """Convert ``images`` (default: every image of the dataset); results keyed by image id.
-
-    Model-free methods spread chunks over ``workers`` processes (-1: all cores). PCNet-M runs in
-    this process, batching each chunk's queries through ``completer``; with ``workers`` > 1 (-1:
-    ``model_workers``) the host work of the chunks is done by that many worker processes
-    (``amodalize.infer.hosts``), with the same results.
-    """
-    if opts.needs_model and completer is None:
-        raise ValueError("PCNet-M methods need a completer (a loaded checkpoint)")
-    items = [(image, dataset.by_image[image.id]) for image in (dataset.images if images is None else images)]
-    chunks = [items[k : k + chunk_size] for k in range(0, len(items), chunk_size)]
-    if opts.needs_model:
-        workers = model_workers(completer) if workers == -1 else workers
-    if opts.needs_model and workers > 1 and len(chunks) > 1:
-        runs: Iterator[list[ImageResult]] = convert_chunks(chunks, opts, completer, workers)
-    elif opts.needs_model or workers == 1 or len(chunks) == 1:
-        runs = (convert_chunk(c, opts, completer) for c in chunks)
-    else:
-        runs = Parallel(n_jobs=workers, return_as="generator")(delayed(convert_chunk)(c, opts) for c in chunks)
-    results: dict[int, ImageResult] = {}
-    for chunk_results in runs:
-        for r in chunk_results:
-            results[r.image_id] = r
-        if on_progress:
-            on_progress(len(chunk_results))
-    return results

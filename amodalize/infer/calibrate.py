@@ -22,15 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from amodalize.config import DataConfig
-from amodalize.convert import ConvertOptions, amodal_pcnet, completion, fuse, order_pcnet, prepare, run_queries
+from amodalize.data.bank import InstanceBank, place_eraser, sample_window
 from amodalize.data.masks import Crop, dilate_square, encode_crop, erode_square, resample, rle_bbox, square_window
 from amodalize.data.records import ImageRecord, Instance
 from amodalize.data.synth import layer, place_cluster, to_canvas
 from amodalize.infer import baselines
 from amodalize.infer.batcher import Completer
+from amodalize.infer.convert import ConvertOptions, amodal_pcnet, completion, fuse, order_pcnet, prepare, run_queries
 from amodalize.infer.fusion import fit_iou, fit_order
 from amodalize.infer.order import increment
-from amodalize.train.partial import InstanceBank, place_eraser, sample_window
 
 ORDER_GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
 AMODAL_GRID = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)

@@ -7,14 +7,12 @@ import pytest
 import torch
 
 from amodalize.config import DataConfig
+from amodalize.data.bank import build_bank
 from amodalize.data.formats import read_dataset
 from amodalize.data.masks import dilate_square
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.infer.batcher import Completer
-from amodalize.infer.fusion import PAIR_FEATURES
-from amodalize.models.pcnet_m import load_pcnet_m
-from amodalize.pipeline import REFERENCE_SETTINGS
-from amodalize.train.calibrate import (
+from amodalize.infer.calibrate import (
     AMODAL_GRID,
     ORDER_GRID,
     build_scenes,
@@ -22,8 +20,10 @@ from amodalize.train.calibrate import (
     dilation_candidates,
     layered_scenes,
 )
+from amodalize.infer.fusion import PAIR_FEATURES
+from amodalize.models.pcnet_m import load_pcnet_m
+from amodalize.pipeline import REFERENCE_SETTINGS
 from amodalize.train.loop import train
-from amodalize.train.partial import build_bank
 from tests.conftest import invoke
 from tests.infer.test_pcnet import HullNet, tiny_model
 from tests.models.test_unet import to_reference
