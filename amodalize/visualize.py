@@ -14,7 +14,7 @@ from amodalize.data.records import Dataset, ImageRecord, Instance
 DASH = 6  # contour points per dash and per gap
 
 
-def _colour(k: int) -> tuple[int, int, int]:
+def colour(k: int) -> tuple[int, int, int]:
     """A distinct BGR colour per instance index (golden-angle hues)."""
     hue = int((k * 137.508) % 180)
     bgr = cv2.cvtColor(np.uint8([[[hue, 200, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
@@ -33,6 +33,14 @@ def _dashed_outline(canvas: np.ndarray, mask: np.ndarray, offset: tuple[int, int
 
 def draw(image: ImageRecord, instances: list[Instance], background: np.ndarray | None = None) -> np.ndarray:
     """A BGR picture of one image's instances (blank canvas unless ``background`` is given)."""
+    return render(image, instances, background)[0]
+
+
+def render(
+    image: ImageRecord, instances: list[Instance], background: np.ndarray | None = None
+) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
+    """``draw``'s picture and where each drawn instance's arrows start and end (its visible mask's
+    centroid in image pixels, by annotation id)."""
     h, w = image.height, image.width
     canvas = np.full((h, w, 3), 255, np.uint8) if background is None else background.copy()
     live = [inst for inst in instances if not inst.iscrowd]
@@ -43,14 +51,14 @@ def draw(image: ImageRecord, instances: list[Instance], background: np.ndarray |
         if crop is EMPTY:
             continue
         x0, y0, x1, y1 = crop.window
-        fill[y0:y1, x0:x1][crop.mask] = _colour(k)
+        fill[y0:y1, x0:x1][crop.mask] = colour(k)
         ys, xs = np.nonzero(crop.mask)
         centres[inst.id] = (int(xs.mean()) + x0, int(ys.mean()) + y0)
     canvas = cv2.addWeighted(fill, 0.55, canvas, 0.45, 0)
     for k, inst in enumerate(live):
         amodal = decode_crop(inst.amodal) if inst.amodal is not None else EMPTY
         if amodal is not EMPTY:
-            _dashed_outline(canvas, amodal.mask, (amodal.x0, amodal.y0), _colour(k))
+            _dashed_outline(canvas, amodal.mask, (amodal.x0, amodal.y0), colour(k))
     for inst in live:
         for occluder in inst.occluded_by or ():
             if occluder in centres and inst.id in centres:
@@ -58,7 +66,18 @@ def draw(image: ImageRecord, instances: list[Instance], background: np.ndarray |
                 cv2.arrowedLine(
                     canvas, centres[occluder], centres[inst.id], (255, 255, 255), 1, cv2.LINE_AA, tipLength=0.08
                 )
-    return canvas
+    return canvas, centres
+
+
+def background_of(image: ImageRecord, images_dir: Path | None) -> np.ndarray | None:
+    """The image's BGR pixels from ``images_dir``, or None when there is no such readable file of the
+    annotated size (the picture is then drawn on a blank canvas)."""
+    if images_dir is None or not image.file_name:
+        return None
+    pixels = cv2.imread(str(images_dir / image.file_name), cv2.IMREAD_COLOR)
+    if pixels is None or pixels.shape[:2] != (image.height, image.width):
+        return None
+    return pixels
 
 
 def write_pictures(
@@ -69,12 +88,7 @@ def write_pictures(
     chosen = [im for im in dataset.images if image_ids is None or im.id in image_ids]
     written = []
     for image in chosen:
-        background = None
-        if images_dir is not None and image.file_name:
-            pixels = cv2.imread(str(images_dir / image.file_name), cv2.IMREAD_COLOR)
-            if pixels is not None and pixels.shape[:2] == (image.height, image.width):
-                background = pixels
         path = out_dir / f"{image.id}.png"
-        cv2.imwrite(str(path), draw(image, dataset.by_image[image.id], background))
+        cv2.imwrite(str(path), draw(image, dataset.by_image[image.id], background_of(image, images_dir)))
         written.append(path)
     return written

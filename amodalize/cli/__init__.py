@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from amodalize import __version__
 from amodalize.cli.convert import convert, merge
-from amodalize.cli.evaluate import evaluate, visualize
+from amodalize.cli.evaluate import evaluate, report, visualize
 from amodalize.cli.maskrcnn import maskrcnn
 from amodalize.cli.options import console
 from amodalize.cli.scene import deocclude, recompose
@@ -48,7 +48,7 @@ def cli() -> None:
     """
 
 
-for command in (convert, merge, evaluate, visualize, synth, train, deocclude, recompose, maskrcnn):
+for command in (convert, merge, evaluate, visualize, report, synth, train, deocclude, recompose, maskrcnn):
     cli.add_command(command)
 
 

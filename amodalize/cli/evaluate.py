@@ -1,4 +1,5 @@
-"""`amodalize evaluate` (scores against ground truth) and `amodalize visualize` (pictures)."""
+"""`amodalize evaluate` (scores against ground truth), `amodalize visualize` (pictures) and
+`amodalize report` (a page on a converted file's quality, without ground truth)."""
 
 from __future__ import annotations
 
@@ -11,24 +12,21 @@ from rich.table import Table
 from amodalize.cli.options import (
     EXISTING_FILE,
     FORMAT_OPTION,
+    GT_ORDER_OPTION,
     IMAGE_IDS_OPTION,
     JSON_OPTION,
     OUT_DIR,
     console,
     images_dir_option,
     parse_ids,
+    progress_bar,
 )
 
 
 @click.command()
 @click.argument("pred_json", type=EXISTING_FILE)
 @click.argument("gt_json", type=EXISTING_FILE)
-@click.option(
-    "--gt-order",
-    type=click.Choice(["masks", "annotated"]),
-    default="masks",
-    help="GT order from the masks of touching pairs (the reference protocol) or from annotations.",
-)
+@GT_ORDER_OPTION
 @click.option(
     "--gt-format",
     type=click.Choice(["coco_amodal", "cocoa", "kins"]),
@@ -112,3 +110,66 @@ def visualize(ann_json: Path, out_dir: Path, image_ids: str | None, images_dir: 
 
     written = write_pictures(read_dataset(ann_json, fmt), out_dir, parse_ids(image_ids, "--images"), images_dir)
     console.print(f"wrote {len(written)} pictures to {out_dir}", soft_wrap=True)
+
+
+@click.command()
+@click.argument("converted_json", type=EXISTING_FILE)
+@click.argument("out_dir", type=OUT_DIR)
+@images_dir_option("Draw the pictures over the image files found here (else on a blank canvas).")
+@click.option(
+    "--gt",
+    "gt_json",
+    type=EXISTING_FILE,
+    default=None,
+    help="Amodal ground truth of the same images: the measured figures and reliability diagrams beside the estimates.",
+)
+@GT_ORDER_OPTION
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=50,
+    help="How many of the least-confident images to draw and put in review.coco.json.",
+)
+def report(
+    converted_json: Path, out_dir: Path, images_dir: Path | None, gt_json: Path | None, gt_order: str, top: int
+) -> None:
+    """Write OUT_DIR/index.html: how good CONVERTED_JSON's labels are, and what to check first.
+
+    Estimates ordering accuracy and completion IoU from the file's calibrated confidences (no
+    ground truth needed), draws the least-confident images, and writes them with their
+    annotations to OUT_DIR/review.coco.json for an annotation tool. The page opens from disk.
+    Example:
+
+    \b
+        amodalize report val_amodal.json report/ --images-dir val2014/
+    """
+    from amodalize.report import INDEX, REVIEW_FILE, write_report
+
+    with progress_bar() as bar:
+        task = bar.add_task("drawing the least-confident images", total=None, visible=False)
+        result = write_report(
+            converted_json,
+            out_dir,
+            images_dir=images_dir,
+            gt=gt_json,
+            gt_order=gt_order,
+            top=top,
+            on_start=lambda n: bar.update(task, total=n, visible=True),
+            on_progress=lambda: bar.advance(task),
+        )
+    s = result["summary"]
+    acc, iou = s["order_accuracy"], s["occluded_iou"]
+    estimate = []
+    if acc:
+        estimate.append(
+            f"ordering accuracy ~{100 * acc['value']:.1f}% ({100 * acc['low']:.1f}-{100 * acc['high']:.1f})"
+        )
+    if iou:
+        estimate.append(
+            f"occluded-object IoU ~{100 * iou['value']:.1f} ({100 * iou['low']:.1f}-{100 * iou['high']:.1f})"
+        )
+    console.print(
+        f"wrote {out_dir / INDEX} and {out_dir / REVIEW_FILE} ({result['shown']} images to check first); "
+        f"estimated {', '.join(estimate)}",
+        soft_wrap=True,
+    )

@@ -73,6 +73,12 @@ FORMAT_OPTION = click.option(
     help="Input format; autodetected when omitted.",
 )
 IMAGE_IDS_OPTION = click.option("--images", "image_ids", default=None, help="Comma-separated image ids (default: all).")
+GT_ORDER_OPTION = click.option(
+    "--gt-order",
+    type=click.Choice(["masks", "annotated"]),
+    default="masks",
+    help="GT order from the masks of touching pairs (the reference protocol) or from annotations.",
+)
 JSON_OPTION = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of a table."
 )
