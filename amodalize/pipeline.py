@@ -69,6 +69,7 @@ def load_completer(
         "kind": loaded.kind,
         "input_size": loaded.input_size,
         "calibration": loaded.calibration,
+        "gap_calibrations": list(loaded.gap_calibrations),
         "tta": tta,
     }
     return completer, info
@@ -82,6 +83,7 @@ REFERENCE_SETTINGS = {
     "keep_visible": False,
     "clip_to_occluders": False,
     "completion_resize": "bilinear",
+    "paste_resize": "binary",
     "complete_empty": True,
 }
 # Images whose instances a calibration on the input draws from, at most.
@@ -137,8 +139,12 @@ def resolve_options(
     if not wanted:
         return _with_fusion(dataset, ConvertOptions(method, order, gap=gap, **settings), None, completer, record)
     cal = ckpt_info.get("calibration")
+    stored = next((c for c in ckpt_info.get("gap_calibrations", []) if c["gap"] == gap), None)
     if cal is not None and (cal["gap"] == gap or "eraser_dilate" not in wanted):
         record["source"] = "the checkpoint's calibration"
+    elif stored is not None:
+        cal = stored
+        record["source"] = f"the checkpoint's calibration at gap {gap} px"
     elif cal is not None:
         bank = input_bank(dataset)
         everyone = np.arange(len(bank))

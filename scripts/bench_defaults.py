@@ -74,7 +74,7 @@ def standard_sets(folder: Path) -> dict[str, list[tuple[Path, Path]]]:
 def score(files: list[tuple[Path, Path]], tmp: Path, **settings: object) -> dict:
     """Pooled ordering accuracy and IoU of one conversion setting over ``files``, the reliability
     of its confidences where it gives them, and (``samples``) what they were computed from."""
-    correct = pairs = inter = union = 0
+    correct = pairs = inter = union = occluded_iou = occluded = 0
     decided = None
     judged, estimated = [], []
     for k, (src, gt_path) in enumerate(files):
@@ -87,20 +87,37 @@ def score(files: list[tuple[Path, Path]], tmp: Path, **settings: object) -> dict
         estimated += m["samples"]["amodal"]
         correct, pairs = correct + m["order_correct"], pairs + m["order_pairs"]
         inter, union = inter + m["sum_intersection"], union + m["sum_union"]
+        occluded_iou += (m["miou_occluded"] or 0.0) * m["occluded_instances"]
+        occluded += m["occluded_instances"]
         decided = decided or json.loads(out.read_text())["info"]["amodalize"]
     return {
-        **totals(correct, pairs, inter, union, judged, estimated),
+        **totals(correct, pairs, inter, union, occluded_iou, occluded, judged, estimated),
         "settings": {k: decided["settings"][k] for k in ("order_th", "amodal_th", "eraser_dilate", "gap")},
         "decided": decided.get("decided"),
-        "samples": {"counts": [correct, pairs, inter, union], "edges": judged, "amodal": estimated},
+        "samples": {
+            "counts": [correct, pairs, inter, union, occluded_iou, occluded],
+            "edges": judged,
+            "amodal": estimated,
+        },
     }
 
 
-def totals(correct: int, pairs: int, inter: float, union: float, judged: list, estimated: list) -> dict:
-    """Ordering accuracy and pooled IoU (percent) and the confidences' reliability from the counts."""
+def totals(
+    correct: int,
+    pairs: int,
+    inter: float,
+    union: float,
+    occluded_iou: float,
+    occluded: int,
+    judged: list,
+    estimated: list,
+) -> dict:
+    """Ordering accuracy, pooled IoU and the mean IoU of occluded objects (percent), and the
+    confidences' reliability, from the counts (``occluded_iou``: the sum of the occluded objects' IoUs)."""
     return {
         "order_acc": round(100 * correct / max(pairs, 1), 2),
         "pooled_iou": round(100 * inter / max(union, 1), 2),
+        "miou_occluded": round(100 * occluded_iou / max(occluded, 1), 2),
         "pairs": pairs,
         "edge_confidence": edge_reliability(judged) if judged else None,
         "amodal_confidence": iou_reliability(estimated) if estimated else None,
@@ -113,7 +130,7 @@ def pooled(rows: dict[str, dict]) -> dict:
     first = next(iter(rows.values()))
     for label in [k for k in first if k != "seconds" and all(k in row for row in rows.values())]:
         parts = [row[label]["samples"] for row in rows.values()]
-        counts = [sum(p["counts"][k] for p in parts) for k in range(4)]
+        counts = [sum(p["counts"][k] for p in parts) for k in range(len(parts[0]["counts"]))]
         edges = [e for p in parts for e in p["edges"]]
         out[label] = totals(*counts, edges, [a for p in parts for a in p["amodal"]])
     return out

@@ -206,13 +206,13 @@ def torchrun(out: Path, data: Path, size: dict, device: str) -> dict:
             raise RuntimeError(f"torchrun exited {done.returncode}: {done.stderr[-1500:]}")
     env_records = [r["env"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "env" in r]
     ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
-    model, input_size, kind, _ = load_pcnet_m(run / "checkpoint.pt")
+    loaded = load_pcnet_m(run / "checkpoint.pt")
     return {
         "backend": [e["backend"] for e in env_records],
         "processes": [e["processes"] for e in env_records],
         "steps": ckpt["step"],
         "resumed_to": second,
-        "checkpoint_loads": kind == "amodalize" and input_size == ckpt["config"]["data"]["input_size"],
+        "checkpoint_loads": loaded.kind == "amodalize" and loaded.input_size == ckpt["config"]["data"]["input_size"],
         "wall_s": times,
     }
 

@@ -20,12 +20,18 @@ def eraser_members(order: np.ndarray, i: int, mode: str = "og") -> list[int]:
     raise ValueError(f"unknown amodal mode {mode!r}; choose 'og' or 'nog'")
 
 
-def paste(prob: np.ndarray, window: Window, threshold: float, height: int, width: int) -> Crop:
-    """The thresholded ``[S, S]`` prediction resized (bilinear, > 0.5) onto its square window,
-    clipped to the image, as a tight crop."""
+def paste(prob: np.ndarray, window: Window, threshold: float, height: int, width: int, resize: str = "binary") -> Crop:
+    """The ``[S, S]`` prediction on its square window, clipped to the image, as a tight crop:
+    thresholded, then resized (bilinear, > 0.5; ``resize='binary'``, the reference), or resized
+    bilinearly, then thresholded (``'probability'``: outlines as smooth at any window size as P(fg))."""
     x0, y0, x1, y1 = window
     side = x1 - x0
-    mask = cv2.resize((prob > threshold).astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR) > 0.5
+    if resize == "probability":
+        mask = cv2.resize(prob.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR) > threshold
+    elif resize == "binary":
+        mask = cv2.resize((prob > threshold).astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR) > 0.5
+    else:
+        raise ValueError(f"unknown paste resize {resize!r}; choose 'binary' or 'probability'")
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
     if cx1 <= cx0 or cy1 <= cy0:
         return EMPTY

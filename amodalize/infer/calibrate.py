@@ -173,9 +173,11 @@ def calibrate(
     completer: Completer,
     seed: int = 0,
     samples: int = 300,
+    fusion: bool = True,
 ) -> Calibration:
     """Thresholds and eraser dilation for data whose neighbours lie ``gap`` pixels apart, chosen
-    on ``samples`` synthetic occlusions of ``targets`` (held-out instances) by ``erasers``."""
+    on ``samples`` synthetic occlusions of ``targets`` (held-out instances) by ``erasers``; with
+    ``fusion``, the ordering fusion and IoU model fitted at them too."""
     scenes = build_scenes(bank, targets, erasers, cfg, gap, seed, samples)
     if not scenes:
         raise ValueError("no instance pair makes an occlusion scene to calibrate on")
@@ -187,6 +189,8 @@ def calibrate(
             best = Calibration(
                 order_th, amodal_th, dilate, gap, len(scenes), round(float(acc), 4), round(float(iou), 4)
             )
+    if not fusion:
+        return best
     chosen = ConvertOptions(
         "pcnet", "fused", order_th=best.order_th, amodal_th=best.amodal_th, eraser_dilate=best.eraser_dilate, gap=gap
     )

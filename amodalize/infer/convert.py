@@ -8,6 +8,7 @@ process, joblib workers, host worker processes around the model) is ``amodalize.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,8 +58,13 @@ class ConvertOptions:
     clip_to_occluders: keep new pixels only where the erasers (the occluders) are, since a hidden
         part can only lie under something (reference: no clipping).
     enlarge, side_ratio: inference crop side = max(sqrt(w*h*enlarge), side_ratio*w, side_ratio*h).
+    completion_enlarge: ``enlarge`` of the completion crops (None: the same as ordering's, whose
+        forwards are then reused); smaller puts more of the network's pixels on the object.
     completion_resize: how completion inputs are resized to the network: 'nearest' (as the
         ordering inputs, so an ordering forward is reused) or 'bilinear' (the reference).
+    paste_resize: how a completion's P(fg) patch is brought to its window's size: 'binary'
+        thresholds at the network's size, then resizes the mask (the reference: stair-stepped
+        outlines on large objects); 'probability' resizes P(fg) bilinearly, then thresholds.
     complete_empty: also complete instances whose visible mask is empty (the reference does; the
         network then guesses from an empty input).
     skip_unoccluded: run no completion for an instance with nothing in front when clipping and
@@ -85,8 +91,10 @@ class ConvertOptions:
     keep_visible: bool = True
     clip_to_occluders: bool = True
     enlarge: float = 3.0
+    completion_enlarge: float | None = None
     side_ratio: float = 1.1
     completion_resize: str = "nearest"
+    paste_resize: str = "probability"
     complete_empty: bool = False
     skip_unoccluded: bool = True
     fusion: tuple[float, ...] | None = None
@@ -211,7 +219,11 @@ def amodal_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer, 
         wanted = [q for q in wanted if works[q[0]].crops[q[1]] is not EMPTY]
     if opts.skip_unoccluded and opts.clip_to_occluders and opts.keep_visible:  # clipped back to the visible mask
         wanted = [q for q in wanted if q[2]]
-    reusable = opts.completion_resize == "nearest"  # the ordering patches are nearest-resized
+    # the ordering patches are nearest-resized in the ordering windows
+    reusable = opts.completion_resize == "nearest" and opts.completion_enlarge in (None, opts.enlarge)
+    given = works
+    if opts.completion_enlarge not in (None, opts.enlarge):
+        works = [dataclasses.replace(work, windows=completion_windows(work, opts)) for work in works]
     fresh = [q for q in wanted if not (reusable and q in reuse)]
     probs = dict(reuse) if reusable else {}
     if fresh:
@@ -231,11 +243,16 @@ def amodal_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer, 
             bool(members),
             at_border(works[w].crops[i], works[w].image),
         )
-    for work, f in zip(works, features):
+    for work, f in zip(given, features):
         work.iou_features = f
         if opts.iou_model is not None:
             work.iou = IoUModel(tuple(opts.iou_model)).estimate(f)
     return out
+
+
+def completion_windows(work: Work, opts: ConvertOptions) -> list[tuple[int, int, int, int]]:
+    """The square windows of the completion queries (``opts.completion_enlarge``)."""
+    return [square_window(inst.bbox, opts.completion_enlarge, opts.side_ratio) for inst in work.live]
 
 
 def undecided(prob: np.ndarray) -> float:
@@ -259,7 +276,7 @@ def completion(
     thresholded, pasted back, clipped to the (grown) erasers and united with the visible mask as
     ``opts`` asks."""
     crops, image = work.crops, work.image
-    crop = paste(prob, work.windows[i], threshold, image.height, image.width)
+    crop = paste(prob, work.windows[i], threshold, image.height, image.width, opts.paste_resize)
     if opts.clip_to_occluders and crop is not EMPTY:
         window = crop.window
         cover = union_within([crops[m] for m in members], window, opts.eraser_dilate) | crops[i].within(window)

@@ -80,12 +80,14 @@ def reference_state_dict(path: str | Path, model: UNet) -> dict[str, torch.Tenso
 
 class LoadedPCNetM(NamedTuple):
     """A loaded PCNet-M: the model in eval mode, its input size, its kind ('amodalize' or
-    'reference') and, for calibrated amodalize checkpoints, the calibration record."""
+    'reference') and, for calibrated amodalize checkpoints, the calibration record of its training
+    data's gap and any made at other gaps (``gap_calibrations``: thresholds and dilation only)."""
 
     model: UNet
     input_size: int
     kind: str
     calibration: dict | None = None
+    gap_calibrations: tuple[dict, ...] = ()
 
 
 def load_pcnet_m(path: str | Path) -> LoadedPCNetM:
@@ -104,7 +106,13 @@ def load_pcnet_m(path: str | Path) -> LoadedPCNetM:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
             raise InputError(path, f"weights do not fit the UNet of its config ({str(e).splitlines()[0]})") from None
-        return LoadedPCNetM(model.eval(), int(cfg["data"]["input_size"]), "amodalize", ckpt.get("calibration"))
+        return LoadedPCNetM(
+            model.eval(),
+            int(cfg["data"]["input_size"]),
+            "amodalize",
+            ckpt.get("calibration"),
+            tuple(ckpt.get("gap_calibrations", ())),
+        )
     model = UNet(2, 2, widen=2)
     model.load_state_dict(reference_state_dict(path, model))
     return LoadedPCNetM(model.eval(), 256, "reference")

@@ -175,6 +175,38 @@ def test_input_with_another_gap_is_calibrated_on_itself(tmp_path, calibrated):
     assert "neighbouring masks 2 px" in result.stderr
 
 
+def test_a_calibration_stored_at_the_input_gap_serves_and_the_fusion_is_fitted_on_the_input(tmp_path, calibrated):
+    path, _ = calibrated
+    ckpt = torch.load(path, weights_only=True)
+    at_gap_2 = {**ckpt["calibration"], "gap": 2, "order_th": 0.45, "amodal_th": 0.25, "eraser_dilate": 3}
+    for key in ("fusion", "iou_model"):
+        at_gap_2.pop(key)
+    ckpt["gap_calibrations"] = [at_gap_2]
+    stored = tmp_path / "stored.pt"
+    torch.save(ckpt, stored)
+    assert load_pcnet_m(stored).gap_calibrations == (at_gap_2,)
+    modal, _ = make_dataset(tmp_path / "s", 6, 9, SynthOptions(width=96, height=96, gap=1))
+    invoke(["convert", modal, tmp_path / "o.json", "--checkpoint", stored])
+    info = json.loads((tmp_path / "o.json").read_text())["info"]["amodalize"]
+    assert info["decided"]["source"] == "the checkpoint's calibration at gap 2 px"
+    assert {k: info["settings"][k] for k in ("order_th", "amodal_th", "eraser_dilate")} == {
+        "order_th": 0.45,
+        "amodal_th": 0.25,
+        "eraser_dilate": 3,
+    }
+    assert info["decided"]["fusion_source"] == "fitted on scenes of the input's own shapes"
+    assert info["checkpoint"]["gap_calibrations"] == [at_gap_2]
+
+
+def test_without_fusion_calibration_stops_at_the_thresholds(bank):
+    completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=16)
+    everyone = np.arange(len(bank))
+    found = calibrate(
+        bank, everyone, everyone, DataConfig(input_size=32, gap=0), 0, completer, samples=12, fusion=False
+    )
+    assert found.fusion is None and found.iou_model is None and found.order_th in ORDER_GRID
+
+
 def test_reference_checkpoint_keeps_the_reference_thresholds_and_reference_flag_fixes_all(tmp_path):
     state = {to_reference(k): v for k, v in tiny_unet_state().items()}
     ckpt = tmp_path / "COCOA_pcnet_m.pth.tar"

@@ -141,14 +141,15 @@ BEFORE_FUSION = {
 
 @pytest.mark.parametrize("settings", ["defaults", "reference"])
 def test_single_view_dual_completion_reproduces_the_output_before_fusion(tmp_path, settings):
-    """One view and dual completion alone give exactly what conversion gave before test-time
-    augmentation and fusion existed, with the reference protocol's settings too."""
+    """One view and dual completion alone, completions pasted as then (thresholded at the
+    network's size), give exactly what conversion gave before test-time augmentation and fusion
+    existed, with the reference protocol's settings too."""
     modal, _ = make_dataset(tmp_path, 6, 11, SynthOptions(width=128, height=128))
     if settings == "reference":
         opts = ConvertOptions("pcnet", "pcnet", **REFERENCE_SETTINGS)
         completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=1, tta="none")
     else:
-        opts = ConvertOptions("pcnet", "pcnet", order_th=0.3, amodal_th=0.3)
+        opts = ConvertOptions("pcnet", "pcnet", order_th=0.3, amodal_th=0.3, paste_resize="binary")
         completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=8, tta="none")
     results = convert_dataset(read_dataset(modal), opts, completer=completer)
     doc = [
