@@ -5,14 +5,12 @@ protocol §6.4). torchvision is an optional dependency, imported only here and o
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from amodalize.amodal_ap import score
 from amodalize.data.formats import read_dataset
 from amodalize.data.images import check_images, read_rgb
 from amodalize.data.masks import decode_crop, rle_area, rle_bbox
@@ -302,51 +301,40 @@ def predict(
     return results
 
 
-def coco_ap(gt: Dataset, detections: list[dict]) -> dict:
-    """Mask AP / AP50 / AP75 and box AP of ``detections`` against the amodal masks of ``gt``."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+def predict_on_boxes(
+    model: torch.nn.Module, labels: dict[int, int], dataset: Dataset, images_dir: Path, device: str = "cpu"
+) -> dict[int, dict]:
+    """The mask head's amodal mask (RLE, P > 0.5) for every non-crowd object of ``dataset`` on its
+    ground-truth amodal box and category: mask quality with detection taken out, as papers report it."""
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-    if not gt.has_amodal:
-        raise InputError(gt.path, "has no amodal masks to evaluate against")
-    anns = []
-    for inst in gt.instances:
-        if rle_area(inst.amodal) == 0:
-            continue
-        anns.append(
-            {
-                "id": inst.id,
-                "image_id": inst.image_id,
-                "category_id": inst.category_id,
-                "segmentation": inst.amodal,
-                "area": rle_area(inst.amodal),
-                "bbox": rle_bbox(inst.amodal),
-                "iscrowd": int(inst.iscrowd),
-            }
-        )
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-    coco_gt.dataset = {
-        "images": [{"id": im.id, "width": im.width, "height": im.height} for im in gt.images],
-        "annotations": anns,
-        "categories": gt.categories,
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt.createIndex()
-    metrics = {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "box_AP": 0.0, "detections": len(detections)}
-    if not detections:
-        return metrics
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(detections)
-    for iou_type, keys in (("segm", ("AP", "AP50", "AP75")), ("bbox", ("box_AP",))):
-        ev = COCOeval(coco_gt, coco_dt, iou_type)
-        with contextlib.redirect_stdout(io.StringIO()):  # stdout is reserved for --json
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-        for n, key in enumerate(keys):
-            metrics[key] = max(0.0, float(ev.stats[n]))  # COCOeval reports -1 for "no GT"
-    return metrics
+    out: dict[int, dict] = {}
+    with torch.inference_mode():
+        for image in dataset.images:
+            insts = [i for i in dataset.by_image[image.id] if not i.iscrowd and rle_area(i.amodal) > 0]
+            if not insts:
+                continue
+            pixels = torch.from_numpy(read_rgb(images_dir / image.file_name)).permute(2, 0, 1).float() / 255
+            batch, _ = model.transform([pixels.to(device)])
+            features = model.backbone(batch.tensors)
+            boxes = torch.tensor([_xyxy(rle_bbox(i.amodal)) for i in insts], dtype=torch.float32, device=device)
+            (h, w), (bh, bw) = (image.height, image.width), batch.image_sizes[0]
+            scaled = boxes * torch.tensor([bw / w, bh / h, bw / w, bh / h], device=device)
+            pooled = model.roi_heads.mask_roi_pool(features, [scaled], batch.image_sizes)
+            logits = model.roi_heads.mask_predictor(model.roi_heads.mask_head(pooled))
+            classes = torch.tensor([labels[i.category_id] for i in insts], device=device)
+            prob = logits[torch.arange(len(insts), device=device), classes].sigmoid()[:, None]
+            masks = paste_masks_in_image(prob, boxes, (h, w))[:, 0] > 0.5
+            for inst, mask in zip(insts, masks.cpu().numpy()):
+                rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+                rle["counts"] = rle["counts"].decode("ascii")
+                out[inst.id] = rle
+    return out
+
+
+def _xyxy(box: list[float]) -> list[float]:
+    x, y, w, h = box
+    return [x, y, x + w, y + h]
 
 
 def bar_chart(rows: list[tuple[str, float]], path: Path, title: str = "amodal mask AP") -> None:
@@ -375,10 +363,29 @@ def bar_chart(rows: list[tuple[str, float]], path: Path, title: str = "amodal ma
 
 
 def evaluate_run(run_dir: Path, gt_path: Path, images_dir: Path, device: str = "cpu") -> dict:
-    """Amodal mask AP of a trained run on the images of a ground-truth file."""
+    """Every ``amodal_ap.score`` of a trained run on the images of a ground-truth file, masks on
+    the ground-truth boxes included."""
     model, labels = load_run(run_dir, device)
     gt = read_dataset(gt_path)
-    return coco_ap(gt, predict(model, labels, gt, images_dir, device))
+    if not gt.has_amodal:
+        raise InputError(gt.path, "has no amodal masks to evaluate against")
+    detections = predict(model, labels, gt, images_dir, device)
+    return score(gt, detections, predict_on_boxes(model, labels, gt, images_dir, device))
+
+
+# The scores compare averages over seeds, with their spread.
+SCORES = ("AP", "AP50", "AP75", "box_AP", "occluded_AP", "occluded_box_AP", "occluded_miou", "occluded_boxed_miou")
+
+
+def summarize_seeds(runs: list[dict]) -> dict:
+    """The mean of each of SCORES over ``runs`` (one label source, several seeds) and, under
+    ``spread``, their standard deviation (0 for one run)."""
+    out, spread = {}, {}
+    for key in SCORES:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = float(np.mean(values)) if values else None
+        spread[key] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {**out, "seeds": len(runs), "spread": spread}
 
 
 def compare(
@@ -389,31 +396,39 @@ def compare(
     out_dir: Path,
     cfg: MaskRCNNConfig,
     *,
+    seeds: int = 1,
     device: str = "cpu",
     on_run: Callable[[str], None] | None = None,
     on_step: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Train one model per label file (same seed and schedule) and score each on ``gt_path``.
+    """Train one model per label file and seed (``cfg.seed``, ``cfg.seed + 1``, ...; the same
+    schedule for every file) and score each on ``gt_path``; one row per label file, the scores
+    averaged over the seeds with their spread.
 
-    Writes ``compare.json`` and ``compare.png`` into ``out_dir``; a finished run is not retrained,
-    an interrupted one resumes.
+    Writes ``compare.json`` (with every run) and ``compare.png`` into ``out_dir``; a finished run
+    is not retrained, an interrupted one resumes.
     """
     names = [p.stem for p in label_files]
     if len(set(names)) != len(names):
         raise InputError(label_files[0], "label files need distinct names (their stems name the runs)")
-    rows = []
+    rows, runs = [], []
     for path, name in zip(label_files, names):
-        run = out_dir / name
-        if on_run:
-            on_run(name)
-        ckpt = run / CHECKPOINT
-        done = ckpt.exists() and torch.load(ckpt, map_location="cpu", weights_only=True)["step"] >= cfg.iters
-        if not done:
-            train(cfg, path, images_dir, run, resume=ckpt.exists(), device=device, on_step=on_step)
-        rows.append({"labels": name, "file": str(path), **evaluate_run(run, gt_path, gt_images_dir, device)})
+        scored = []
+        for k in range(seeds):
+            run = out_dir / name if seeds == 1 else out_dir / name / f"seed-{cfg.seed + k}"
+            if on_run:
+                on_run(name if seeds == 1 else f"{name}, seed {cfg.seed + k}")
+            seeded = replace(cfg, seed=cfg.seed + k)
+            ckpt = run / CHECKPOINT
+            done = ckpt.exists() and torch.load(ckpt, map_location="cpu", weights_only=True)["step"] >= cfg.iters
+            if not done:
+                train(seeded, path, images_dir, run, resume=ckpt.exists(), device=device, on_step=on_step)
+            scored.append({"labels": name, "seed": seeded.seed, **evaluate_run(run, gt_path, gt_images_dir, device)})
+        runs += scored
+        rows.append({"labels": name, "file": str(path), **summarize_seeds(scored)})
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.json").write_text(
-        json.dumps({"config": asdict(cfg), "gt": str(gt_path), "rows": rows}, indent=1)
+        json.dumps({"config": asdict(cfg), "gt": str(gt_path), "seeds": seeds, "rows": rows, "runs": runs}, indent=1)
     )
     bar_chart([(r["labels"], r["AP"]) for r in rows], out_dir / "compare.png")
     return rows

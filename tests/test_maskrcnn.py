@@ -5,9 +5,11 @@ import sys
 
 import pytest
 
+from amodalize.amodal_ap import coco_ap, occluded_ids, score
 from amodalize.data.formats import read_dataset
+from amodalize.data.masks import rle_area
 from amodalize.data.synth import SynthOptions, make_dataset
-from amodalize.maskrcnn import MaskRCNNConfig, coco_ap, evaluate_run, train
+from amodalize.maskrcnn import MaskRCNNConfig, evaluate_run, predict_on_boxes, train
 from tests.conftest import invoke
 
 TINY = dict(arch="mnv3-fpn", batch_size=2, lr=0.01, warmup=3, threads=1, checkpoint_every=2)
@@ -28,6 +30,8 @@ def test_loss_decreases_and_ap_is_a_fraction(tmp_path, scenes):
     assert len(losses) == 16 and sum(losses[-4:]) < sum(losses[:4])
     metrics = evaluate_run(tmp_path / "run", scenes / "test" / "gt.json", scenes / "test" / "images")
     assert 0.0 <= metrics["AP"] <= 1.0 and 0.0 <= metrics["box_AP"] <= 1.0
+    assert metrics["occluded_objects"] > 0 and 0.0 <= metrics["occluded_AP"] <= 1.0
+    assert 0.0 <= metrics["occluded_miou"] <= 1.0 and 0.0 < metrics["occluded_boxed_miou"] <= 1.0
 
 
 def test_interrupt_then_resume(tmp_path, scenes):
@@ -56,6 +60,41 @@ def test_ground_truth_as_detections_scores_one(scenes):
     assert coco_ap(gt, [])["AP"] == 0.0
 
 
+def detections_of(gt, key):
+    """Each object's visible or amodal mask as a detection (a fully hidden object's empty visible mask none)."""
+    return [
+        {"image_id": i.image_id, "category_id": i.category_id, "segmentation": getattr(i, key), "score": 1.0}
+        for i in gt.instances
+        if rle_area(getattr(i, key))
+    ]
+
+
+def test_a_perfect_prediction_scores_100_and_modal_masks_lose_only_on_occluded_objects(scenes):
+    gt = read_dataset(scenes / "test" / "gt.json")
+    occluded = occluded_ids(gt)
+    assert 0 < len(occluded) < len(gt.instances)
+    perfect = score(gt, detections_of(gt, "amodal"), {i.id: i.amodal for i in gt.instances})
+    for key in ("AP", "occluded_AP", "occluded_box_AP", "occluded_miou", "occluded_boxed_miou"):
+        assert perfect[key] == pytest.approx(1.0), key
+    modal = score(gt, detections_of(gt, "modal"), {i.id: i.modal for i in gt.instances})
+    assert modal["occluded_miou"] < 1.0 and modal["occluded_boxed_miou"] < 1.0
+    assert modal["occluded_AP"] < perfect["occluded_AP"]
+    # on the unoccluded objects alone (the occluded ones ignored) both score the same
+    unoccluded_modal = coco_ap(gt, detections_of(gt, "modal"), ignore=occluded)
+    assert unoccluded_modal["AP"] == pytest.approx(coco_ap(gt, detections_of(gt, "amodal"), ignore=occluded)["AP"])
+
+
+def test_masks_on_the_ground_truth_boxes_cover_every_object(tmp_path, scenes):
+    train(MaskRCNNConfig(iters=2, **TINY), scenes / "train" / "gt.json", scenes / "train" / "images", tmp_path / "r")
+    from amodalize.maskrcnn import load_run
+
+    model, labels = load_run(tmp_path / "r")
+    gt = read_dataset(scenes / "test" / "gt.json")
+    masks = predict_on_boxes(model, labels, gt, scenes / "test" / "images")
+    assert set(masks) == {i.id for i in gt.instances if not i.iscrowd}
+    assert all(m["size"] == [64, 64] for m in masks.values())
+
+
 def test_compare_writes_table_json_and_chart(tmp_path, scenes):
     args = [
         "maskrcnn",
@@ -72,13 +111,21 @@ def test_compare_writes_table_json_and_chart(tmp_path, scenes):
         tmp_path / "cmp",
         "--iters",
         "2",
+        "--seeds",
+        "2",
         "--device",
         "cpu",
     ]
     result = invoke(args)
-    assert "mask AP" in result.stderr
-    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]
-    assert [r["labels"] for r in rows] == ["modal", "gt"]
+    assert "mask AP" in result.stderr and "occluded" in result.stderr and "±" in result.stderr
+    report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    rows = report["rows"]
+    assert [r["labels"] for r in rows] == ["modal", "gt"] and all(r["seeds"] == 2 for r in rows)
+    assert [(r["labels"], r["seed"]) for r in report["runs"]] == [("modal", 0), ("modal", 1), ("gt", 0), ("gt", 1)]
+    for row in rows:
+        runs = [r["occluded_miou"] for r in report["runs"] if r["labels"] == row["labels"]]
+        assert row["occluded_miou"] == pytest.approx(sum(runs) / 2) and row["spread"]["occluded_miou"] >= 0
+    assert (tmp_path / "cmp" / "modal" / "seed-1" / "checkpoint.pt").is_file()
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
 
 
