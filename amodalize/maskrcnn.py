@@ -181,9 +181,13 @@ def train(
     resume: bool = False,
     device: str = "cpu",
     backbone_weights: Path | None = None,
+    init: Path | None = None,
     on_step: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Train Mask R-CNN on ``ann_path``; checkpoints, ``log.jsonl`` and ``config.json`` in ``run_dir``."""
+    """Train Mask R-CNN on ``ann_path``; checkpoints, ``log.jsonl`` and ``config.json`` in ``run_dir``.
+
+    ``init``: a run directory whose trained weights (same architecture and categories) the model
+    starts from instead of random ones: fine-tuning, with a schedule of its own."""
     require_torchvision()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -196,6 +200,11 @@ def train(
         raise InputError(run_dir, "already holds a checkpoint; pass --resume to continue it or choose another --out")
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, len(labels) + 1, size, backbone_weights).to(device)
+    if init is not None and not resume:
+        start = torch.load(init / CHECKPOINT, map_location="cpu", weights_only=True)
+        if start["config"]["arch"] != cfg.arch or start["labels"] != {str(k): v for k, v in labels.items()}:
+            raise InputError(init, "was trained with another architecture or other categories")
+        model.load_state_dict(start["model"])
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(cfg, s))
@@ -215,6 +224,7 @@ def train(
         "image_size": size,
         "labels": {str(k): v for k, v in labels.items()},
         "annotations": str(ann_path),
+        "init": str(init) if init else None,
     }
     (run_dir / "config.json").write_text(json.dumps(meta, indent=1))
 
@@ -397,13 +407,17 @@ def compare(
     cfg: MaskRCNNConfig,
     *,
     seeds: int = 1,
+    base: Path | None = None,
+    base_iters: int = 0,
     device: str = "cpu",
     on_run: Callable[[str], None] | None = None,
     on_step: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train one model per label file and seed (``cfg.seed``, ``cfg.seed + 1``, ...; the same
     schedule for every file) and score each on ``gt_path``; one row per label file, the scores
-    averaged over the seeds with their spread.
+    averaged over the seeds with their spread. With ``base`` (a label file every user has, e.g.
+    the modal one), one model is first trained on it for ``base_iters`` and every run starts from
+    it: paired runs that differ only in what the labels teach.
 
     Writes ``compare.json`` (with every run) and ``compare.png`` into ``out_dir``; a finished run
     is not retrained, an interrupted one resumes.
@@ -412,6 +426,12 @@ def compare(
     if len(set(names)) != len(names):
         raise InputError(label_files[0], "label files need distinct names (their stems name the runs)")
     rows, runs = [], []
+    start = None
+    if base is not None:
+        start = out_dir / "base"
+        if on_run:
+            on_run(f"the shared start ({base.stem})")
+        _train_once(replace(cfg, iters=base_iters), base, images_dir, start, device, on_step, None)
     for path, name in zip(label_files, names):
         scored = []
         for k in range(seeds):
@@ -419,16 +439,39 @@ def compare(
             if on_run:
                 on_run(name if seeds == 1 else f"{name}, seed {cfg.seed + k}")
             seeded = replace(cfg, seed=cfg.seed + k)
-            ckpt = run / CHECKPOINT
-            done = ckpt.exists() and torch.load(ckpt, map_location="cpu", weights_only=True)["step"] >= cfg.iters
-            if not done:
-                train(seeded, path, images_dir, run, resume=ckpt.exists(), device=device, on_step=on_step)
+            _train_once(seeded, path, images_dir, run, device, on_step, start)
             scored.append({"labels": name, "seed": seeded.seed, **evaluate_run(run, gt_path, gt_images_dir, device)})
         runs += scored
         rows.append({"labels": name, "file": str(path), **summarize_seeds(scored)})
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "compare.json").write_text(
-        json.dumps({"config": asdict(cfg), "gt": str(gt_path), "seeds": seeds, "rows": rows, "runs": runs}, indent=1)
+        json.dumps(
+            {
+                "config": asdict(cfg),
+                "gt": str(gt_path),
+                "seeds": seeds,
+                "base": {"labels": str(base), "iters": base_iters} if base else None,
+                "rows": rows,
+                "runs": runs,
+            },
+            indent=1,
+        )
     )
     bar_chart([(r["labels"], r["AP"]) for r in rows], out_dir / "compare.png")
     return rows
+
+
+def _train_once(
+    cfg: MaskRCNNConfig,
+    labels: Path,
+    images_dir: Path,
+    run: Path,
+    device: str,
+    on_step: Callable[[dict], None] | None,
+    init: Path | None,
+) -> None:
+    """Train ``run`` unless it is finished; an interrupted one resumes."""
+    ckpt = run / CHECKPOINT
+    if ckpt.exists() and torch.load(ckpt, map_location="cpu", weights_only=True)["step"] >= cfg.iters:
+        return
+    train(cfg, labels, images_dir, run, resume=ckpt.exists(), device=device, init=init, on_step=on_step)

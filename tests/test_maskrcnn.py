@@ -4,6 +4,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from amodalize.amodal_ap import coco_ap, occluded_ids, score
 from amodalize.data.formats import read_dataset
@@ -149,3 +150,25 @@ def test_missing_torchvision_is_explained(tmp_path, scenes, monkeypatch):
     )
     assert "needs torchvision" in result.stderr and "amodalize[maskrcnn]" in result.stderr
     invoke(["synth", tmp_path / "s", "--images", "1", "--size", "48"])  # everything else still works
+
+
+def test_compare_from_a_shared_start_fine_tunes_every_source_from_one_base(tmp_path, scenes):
+    args = ["maskrcnn", "compare", scenes / "train" / "gt.json", "--gt", scenes / "test" / "gt.json"]
+    args += ["--images-dir", scenes / "train" / "images", "--gt-images-dir", scenes / "test" / "images"]
+    args += ["--out", tmp_path / "cmp", "--iters", "2", "--base", scenes / "train" / "modal.json"]
+    invoke([*args, "--base-iters", "3", "--device", "cpu"])
+    base = json.loads((tmp_path / "cmp" / "base" / "config.json").read_text())
+    run = json.loads((tmp_path / "cmp" / "gt" / "config.json").read_text())
+    assert base["annotations"].endswith("modal.json") and base["config"]["iters"] == 3
+    assert run["init"] == str(tmp_path / "cmp" / "base") and run["config"]["iters"] == 2
+    report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert report["base"]["iters"] == 3 and [r["labels"] for r in report["rows"]] == ["gt"]
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path, scenes):
+    cfg = MaskRCNNConfig(iters=2, **TINY)
+    train(cfg, scenes / "train" / "modal.json", scenes / "train" / "images", tmp_path / "a")
+    zero = MaskRCNNConfig(**{**TINY, "iters": 1, "lr": 0.0, "warmup": 1})
+    train(zero, scenes / "train" / "gt.json", scenes / "train" / "images", tmp_path / "b", init=tmp_path / "a")
+    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True)["model"] for r in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a if "num_batches" not in k)  # lr 0: the start unchanged

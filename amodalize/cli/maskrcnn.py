@@ -70,12 +70,19 @@ def _maskrcnn_config(arch: str | None, device: str, **fields: object) -> tuple[o
 @run_dir_option("Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in --out.")
 @click.option("--backbone-weights", type=EXISTING_FILE, default=None, help="A local torchvision backbone state dict.")
+@click.option(
+    "--init",
+    type=EXISTING_DIR,
+    default=None,
+    help="Start from the weights of this finished run (same architecture and categories): fine-tuning.",
+)
 @_maskrcnn_options
 def maskrcnn_train(
     ann_json: Path,
     run_dir: Path,
     resume: bool,
     backbone_weights: Path | None,
+    init: Path | None,
     images_dir: Path,
     arch: str | None,
     device: str,
@@ -105,6 +112,7 @@ def maskrcnn_train(
             resume=resume,
             device=device,
             backbone_weights=backbone_weights,
+            init=init,
             on_step=step,
         )
     console.print(f"trained {run_dir} to step {last.get('step')}", soft_wrap=True)
@@ -174,6 +182,16 @@ def maskrcnn_evaluate(run_dir: Path, gt_json: Path, images_dir: Path, device: st
     help="One run per label file, compare.json, compare.png.",
 )
 @click.option(
+    "--base",
+    type=EXISTING_FILE,
+    default=None,
+    help="Train one model on these labels first (e.g. the modal file every user has) and start every run from "
+    "it: paired runs that differ only in what the label files teach.",
+)
+@click.option(
+    "--base-iters", type=click.IntRange(min=1), default=None, help="Iterations of the --base model [default: --iters]."
+)
+@click.option(
     "--seeds",
     type=click.IntRange(min=1),
     default=1,
@@ -185,6 +203,8 @@ def maskrcnn_compare(
     gt_json: Path,
     gt_images_dir: Path | None,
     out_dir: Path,
+    base: Path | None,
+    base_iters: int | None,
     seeds: int,
     images_dir: Path,
     arch: str | None,
@@ -222,6 +242,8 @@ def maskrcnn_compare(
             out_dir,
             cfg,
             seeds=seeds,
+            base=base,
+            base_iters=base_iters or cfg.iters,
             device=device,
             on_run=run,
             on_step=step,
