@@ -13,7 +13,7 @@ import io
 
 import numpy as np
 
-from amodalize.data.masks import rle_area, rle_bbox, rle_intersection_area
+from amodalize.data.masks import rle_area, rle_bbox, rle_intersection_area, rle_iou
 from amodalize.data.records import Dataset
 from amodalize.errors import InputError
 
@@ -30,12 +30,6 @@ def occluded_ids(gt: Dataset) -> set[int]:
         and rle_area(inst.amodal) > 0
         and rle_intersection_area(inst.modal, inst.amodal) < rle_area(inst.amodal)
     }
-
-
-def _iou(a: dict, b: dict) -> float:
-    inter = rle_intersection_area(a, b)
-    union = rle_area(a) + rle_area(b) - inter
-    return inter / union if union else 0.0
 
 
 def coco_ap(gt: Dataset, detections: list[dict], ignore: set[int] = frozenset()) -> dict:
@@ -94,7 +88,7 @@ def occluded_miou(gt: Dataset, detections: list[dict], occluded: set[int]) -> fl
         if det["score"] >= MATCH_SCORE:
             by_image.setdefault(det["image_id"], []).append(det["segmentation"])
     ious = [
-        max((_iou(mask, inst.amodal) for mask in by_image.get(inst.image_id, [])), default=0.0)
+        max((rle_iou(mask, inst.amodal) for mask in by_image.get(inst.image_id, [])), default=0.0)
         for inst in gt.instances
         if inst.id in occluded
     ]
@@ -104,7 +98,7 @@ def occluded_miou(gt: Dataset, detections: list[dict], occluded: set[int]) -> fl
 def given_box_miou(gt: Dataset, masks: dict[int, dict], occluded: set[int]) -> float | None:
     """Mean IoU with the truth of the masks predicted on the ground-truth boxes of the ``occluded``
     objects (``masks``: RLE by annotation id)."""
-    ious = [_iou(masks[inst.id], inst.amodal) for inst in gt.instances if inst.id in occluded and inst.id in masks]
+    ious = [rle_iou(masks[inst.id], inst.amodal) for inst in gt.instances if inst.id in occluded and inst.id in masks]
     return float(np.mean(ious)) if ious else None
 
 

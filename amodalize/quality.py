@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amodalize.data.masks import rle_area, rle_intersection_area
+from amodalize.data.masks import rle_iou
 from amodalize.data.records import Dataset
 from amodalize.errors import InputError
 
@@ -129,8 +129,5 @@ def measured_iou_of_occluded(pred: Dataset, gt: Dataset) -> float | None:
     for inst in pred.instances:
         if inst.iscrowd or not inst.occluded_by or inst.id not in truth or inst.amodal is None:
             continue
-        g = truth[inst.id].amodal
-        inter = rle_intersection_area(inst.amodal, g)
-        union = rle_area(inst.amodal) + rle_area(g) - inter
-        ious.append(inter / union if union else 1.0)
+        ious.append(rle_iou(inst.amodal, truth[inst.id].amodal))
     return float(np.mean(ious)) if ious else None

@@ -38,20 +38,31 @@ INDEX = "index.html"
 REVIEW_FILE = "review.coco.json"
 
 
-def rank_images(doc: dict) -> list[tuple[int, float]]:
-    """(image id, lowest confidence) of every image with an edge confidence or an occluded object's
-    ``amodal_confidence``, least sure first (ties: more uncertain items first, then the id)."""
-    lowest: dict[int, float] = {}
-    items: dict[int, int] = defaultdict(int)
+def uncertain_items(doc: dict) -> dict[str, dict[int, list[dict]]]:
+    """By image id, the ``edges`` that carry a confidence and the ``completions`` (annotations of
+    occluded objects) that carry an ``amodal_confidence``."""
+    items: dict[str, dict[int, list[dict]]] = {"edges": defaultdict(list), "completions": defaultdict(list)}
     for p in doc.get("occlusion_pairs", []):
         if p.get("confidence") is not None:
-            lowest[p["image_id"]] = min(lowest.get(p["image_id"], 1.0), p["confidence"])
-            items[p["image_id"]] += 1
+            items["edges"][p["image_id"]].append(p)
     for a in doc.get("annotations", []):
         if a.get("amodal_confidence") is not None and a.get("occluded_by"):
-            lowest[a["image_id"]] = min(lowest.get(a["image_id"], 1.0), a["amodal_confidence"])
-            items[a["image_id"]] += 1
-    return sorted(lowest.items(), key=lambda kv: (kv[1], -items[kv[0]], kv[0]))
+            items["completions"][a["image_id"]].append(a)
+    return items
+
+
+def rank_images(items: dict[str, dict[int, list[dict]]]) -> list[tuple[int, float]]:
+    """(image id, lowest confidence) of every image with an uncertain item (``uncertain_items``),
+    least sure first (ties: more uncertain items first, then the id)."""
+    lowest: dict[int, float] = {}
+    count: dict[int, int] = defaultdict(int)
+    for image_id, edges in items["edges"].items():
+        lowest[image_id] = min(p["confidence"] for p in edges)
+        count[image_id] += len(edges)
+    for image_id, completions in items["completions"].items():
+        lowest[image_id] = min(lowest.get(image_id, 1.0), *(a["amodal_confidence"] for a in completions))
+        count[image_id] += len(completions)
+    return sorted(lowest.items(), key=lambda kv: (kv[1], -count[kv[0]], kv[0]))
 
 
 def review_subset(doc: dict, image_ids: list[int]) -> dict:
@@ -307,17 +318,11 @@ def write_report(
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / INDEX).is_file():
         raise InputError(out_dir, "exists and holds something other than an earlier report; choose another folder")
     measured = measure(converted, gt, summary, gt_order) if gt is not None else None
-    ranked = rank_images(doc)[:top]
+    items = uncertain_items(doc)
+    ranked = rank_images(items)[:top]
     subset = review_subset(doc, [image_id for image_id, _ in ranked])
     # only the images shown are read into records: memory follows --top, not the file
     dataset = coco.read(subset, converted, coco.COCO_AMODAL)
-    items = {"edges": defaultdict(list), "completions": defaultdict(list)}
-    for p in doc.get("occlusion_pairs", []):
-        if p.get("confidence") is not None:
-            items["edges"][p["image_id"]].append(p)
-    for a in doc.get("annotations", []):
-        if a.get("amodal_confidence") is not None and a.get("occluded_by"):
-            items["completions"][a["image_id"]].append(a)
     images = {im.id: im for im in dataset.images}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

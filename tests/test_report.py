@@ -17,7 +17,7 @@ from amodalize.infer.convert import ConvertOptions
 from amodalize.infer.fusion import PAIR_FEATURES
 from amodalize.infer.hosts import convert_dataset
 from amodalize.quality import EDGE_MARGIN, estimate_accuracy, estimate_iou, summarize
-from amodalize.report import INDEX, REVIEW_FILE, rank_images, review_subset
+from amodalize.report import INDEX, REVIEW_FILE, rank_images, review_subset, uncertain_items
 from tests.conftest import invoke
 from tests.infer.test_pcnet import HullNet
 
@@ -80,7 +80,7 @@ def test_a_file_without_confidences_is_refused():
 def test_images_ranked_least_confident_first_and_the_subset_keeps_every_field():
     doc = handmade()
     # image 2: its edge at 0.6; image 1: its completion at 0.7 (the unoccluded 0.2 does not count)
-    assert rank_images(doc) == [(2, 0.6), (1, 0.7)]
+    assert rank_images(uncertain_items(doc)) == [(2, 0.6), (1, 0.7)]
     subset = review_subset(doc, [2])
     assert [im["id"] for im in subset["images"]] == [2]
     assert subset["annotations"] == [a for a in doc["annotations"] if a["image_id"] == 2]
@@ -138,7 +138,7 @@ def test_report_end_to_end(converted, tmp_path):
     assert f"{s['instances']:,}" in text and f"{s['occluded_instances']:,}" in text
     assert f"{100 * s['order_accuracy']['value']:.1f}" in text
     assert "Against ground truth" in text and "measured" in text
-    assert len(page.sources) == len(rank_images(doc)[:4]) > 0
+    assert len(page.sources) == len(rank_images(uncertain_items(doc))[:4]) > 0
     assert all((out / src).is_file() for src in page.sources)
     assert all("://" not in src and not src.startswith("//") for src in page.sources + page.links)
     assert not re.search(r"https?://|<script", (out / INDEX).read_text())

@@ -173,6 +173,13 @@ def rle_intersection_area(a: dict, b: dict) -> int:
     return rle_area(rle_merge([a, b], intersect=True))
 
 
+def rle_iou(a: dict, b: dict) -> float:
+    """Intersection over union of two same-size RLEs (1.0 when both are empty: they agree)."""
+    inter = rle_intersection_area(a, b)
+    union = rle_area(a) + rle_area(b) - inter
+    return inter / union if union else 1.0
+
+
 def rle_minus(a: dict, b: dict) -> dict:
     """``a \\ b`` as an RLE (decodes only the crop of ``a``)."""
     crop = decode_crop(a)

@@ -15,6 +15,7 @@ from amodalize.data.masks import (
     resample_linear,
     rle_area,
     rle_bbox,
+    rle_iou,
     rle_minus,
     tight,
     to_rle,
@@ -206,3 +207,11 @@ def test_crop_codec_equals_full_image_pycocotools():
         assert np.array_equal(decoded.within((0, 0, width, height)), full.astype(bool))
         tight_full = tight(full.astype(bool))
         assert decoded.window == tight_full.window and np.array_equal(decoded.mask, tight_full.mask)
+
+
+def test_rle_iou_of_overlapping_disjoint_and_empty_masks():
+    a, b = np.zeros((8, 8), bool), np.zeros((8, 8), bool)
+    a[:4, :4], b[2:6, :4] = True, True
+    ra, rb, empty = (encode_crop(Crop(m), 8, 8) for m in (a, b, np.zeros((8, 8), bool)))
+    assert rle_iou(ra, rb) == pytest.approx(8 / 24) and rle_iou(ra, ra) == 1.0
+    assert rle_iou(ra, empty) == 0.0 and rle_iou(empty, empty) == 1.0
