@@ -8,7 +8,6 @@ process, joblib workers, host worker processes around the model) is ``amodalize.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,8 +57,6 @@ class ConvertOptions:
     clip_to_occluders: keep new pixels only where the erasers (the occluders) are, since a hidden
         part can only lie under something (reference: no clipping).
     enlarge, side_ratio: inference crop side = max(sqrt(w*h*enlarge), side_ratio*w, side_ratio*h).
-    completion_enlarge: ``enlarge`` of the completion crops (None: the same as ordering's, whose
-        forwards are then reused); smaller puts more of the network's pixels on the object.
     completion_resize: how completion inputs are resized to the network: 'nearest' (as the
         ordering inputs, so an ordering forward is reused) or 'bilinear' (the reference).
     paste_resize: how a completion's P(fg) patch is brought to its window's size: 'binary'
@@ -91,7 +88,6 @@ class ConvertOptions:
     keep_visible: bool = True
     clip_to_occluders: bool = True
     enlarge: float = 3.0
-    completion_enlarge: float | None = None
     side_ratio: float = 1.1
     completion_resize: str = "nearest"
     paste_resize: str = "probability"
@@ -219,11 +215,7 @@ def amodal_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer, 
         wanted = [q for q in wanted if works[q[0]].crops[q[1]] is not EMPTY]
     if opts.skip_unoccluded and opts.clip_to_occluders and opts.keep_visible:  # clipped back to the visible mask
         wanted = [q for q in wanted if q[2]]
-    # the ordering patches are nearest-resized in the ordering windows
-    reusable = opts.completion_resize == "nearest" and opts.completion_enlarge in (None, opts.enlarge)
-    given = works
-    if opts.completion_enlarge not in (None, opts.enlarge):
-        works = [dataclasses.replace(work, windows=completion_windows(work, opts)) for work in works]
+    reusable = opts.completion_resize == "nearest"  # the ordering patches are nearest-resized
     fresh = [q for q in wanted if not (reusable and q in reuse)]
     probs = dict(reuse) if reusable else {}
     if fresh:
@@ -243,16 +235,11 @@ def amodal_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer, 
             bool(members),
             at_border(works[w].crops[i], works[w].image),
         )
-    for work, f in zip(given, features):
+    for work, f in zip(works, features):
         work.iou_features = f
         if opts.iou_model is not None:
             work.iou = IoUModel(tuple(opts.iou_model)).estimate(f)
     return out
-
-
-def completion_windows(work: Work, opts: ConvertOptions) -> list[tuple[int, int, int, int]]:
-    """The square windows of the completion queries (``opts.completion_enlarge``)."""
-    return [square_window(inst.bbox, opts.completion_enlarge, opts.side_ratio) for inst in work.live]
 
 
 def undecided(prob: np.ndarray) -> float:
