@@ -20,9 +20,10 @@ from pycocotools import mask as mask_utils
 
 from amodalize.amodal_ap import score
 from amodalize.data.formats import read_dataset
-from amodalize.data.images import check_images, read_rgb
+from amodalize.data.images import check_images, read_rgb, write_image_atomic
 from amodalize.data.masks import decode_crop, rle_area, rle_bbox
 from amodalize.data.records import Dataset
+from amodalize.data.writer import write_json_atomic
 from amodalize.errors import AmodalizeError, InputError
 from amodalize.train.loop import atomic_save, optimise, truncate_log
 
@@ -73,6 +74,10 @@ class MaskRCNNConfig:
     clip_norm: float = 10.0
 
 
+# The MobileNetV3 stages (strides 4, 8, 16, 32, 32) whose features the mnv3-fpn pyramid uses.
+MNV3_STAGES = (1, 2, 3, 4, 5)
+
+
 def build_model(arch: str, num_classes: int, image_size: int, backbone_weights: Path | None = None) -> torch.nn.Module:
     """A torchvision Mask R-CNN with ``num_classes`` classes (background included), random init.
 
@@ -91,21 +96,28 @@ def build_model(arch: str, num_classes: int, image_size: int, backbone_weights: 
             weights=None, weights_backbone=None, num_classes=num_classes, min_size=image_size, max_size=image_size
         )
     elif arch == "mnv3-fpn":
-        # GroupNorm: trained from scratch with 2 images per batch, BatchNorm statistics are noise
+        # GroupNorm: trained from scratch with 2 images per batch, BatchNorm statistics are noise.
+        # Every stage from stride 4 feeds the FPN: torchvision's default (the last two, both at
+        # stride 32 here) leaves a 4x4 map of a 128-px scene, and on 128-px scenes the stride-4
+        # pyramid raised box AP after 600 iterations from 3.0 to 9.9 (docs/measurements.md).
         backbone = mobilenet_backbone(
             backbone_name="mobilenet_v3_large",
             weights=None,
             fpn=True,
             trainable_layers=6,
+            returned_layers=list(MNV3_STAGES),
             norm_layer=functools.partial(torch.nn.GroupNorm, 8),
         )
         width = backbone.out_channels
+        levels = len(MNV3_STAGES) + 1  # the FPN adds a max-pooled level
         model = MaskRCNN(
             backbone,
             num_classes=None,
             min_size=image_size,
             max_size=image_size,
-            rpn_anchor_generator=AnchorGenerator(((16, 32, 64, 128, 256),) * 3, ((0.5, 1.0, 2.0),) * 3),
+            rpn_anchor_generator=AnchorGenerator(
+                tuple((8 * 2**k,) for k in range(levels)), ((0.5, 1.0, 2.0),) * levels
+            ),
             rpn_post_nms_top_n_train=500,
             rpn_post_nms_top_n_test=300,
             box_batch_size_per_image=128,
@@ -347,29 +359,27 @@ def _xyxy(box: list[float]) -> list[float]:
     return [x, y, x + w, y + h]
 
 
-def bar_chart(rows: list[tuple[str, float]], path: Path, title: str = "amodal mask AP") -> None:
-    """A small PNG bar chart of (label, value in [0, 1]) rows."""
+def bar_chart(rows: list[tuple[str, float, float, float]], title: str) -> np.ndarray:
+    """A small BGR bar chart of (label, mean, low, high) rows, values in [0, 1]: a bar to the mean,
+    a whisker from low to high (the seeds' range)."""
     width, bar_h, pad = 640, 36, 12
     height = pad * 3 + 24 + len(rows) * (bar_h + pad)
     canvas = np.full((height, width, 3), 255, np.uint8)
-    cv2.putText(canvas, title, (pad, pad + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-    top = max([v for _, v in rows] + [1e-9])
-    for k, (label, value) in enumerate(rows):
+    text = functools.partial(cv2.putText, fontFace=cv2.FONT_HERSHEY_SIMPLEX, color=(0, 0, 0), lineType=cv2.LINE_AA)
+    text(canvas, title, (pad, pad + 18), fontScale=0.6, thickness=1)
+    top = max([high for *_, high in rows] + [1e-9])
+    for k, (label, mean, low, high) in enumerate(rows):
         y = pad * 2 + 24 + k * (bar_h + pad)
-        length = int((width - 260) * value / top)
-        cv2.rectangle(canvas, (200, y), (200 + length, y + bar_h), (180, 120, 40), -1)
-        cv2.putText(canvas, label[:22], (pad, y + 24), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(
-            canvas,
-            f"{100 * value:.1f}",
-            (205 + length, y + 24),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.5,
-            (0, 0, 0),
-            1,
-            cv2.LINE_AA,
-        )
-    cv2.imwrite(str(path), canvas)
+        x = [200 + int((width - 290) * v / top) for v in (mean, low, high)]
+        cv2.rectangle(canvas, (200, y), (x[0], y + bar_h), (180, 120, 40), -1)
+        if x[2] > x[1]:
+            cv2.line(canvas, (x[1], y + bar_h // 2), (x[2], y + bar_h // 2), (0, 0, 0), 2)
+            for end in x[1:]:
+                cv2.line(canvas, (end, y + 8), (end, y + bar_h - 8), (0, 0, 0), 2)
+        text(canvas, label[:22], (pad, y + 24), fontScale=0.5, thickness=1)
+        spread = f" (range {100 * low:.1f}-{100 * high:.1f})" if x[2] > x[1] else ""
+        text(canvas, f"{100 * mean:.1f}{spread}", (max(x[0], x[2]) + 6, y + 24), fontScale=0.45, thickness=1)
+    return canvas
 
 
 def evaluate_run(run_dir: Path, gt_path: Path, images_dir: Path, device: str = "cpu") -> dict:
@@ -383,19 +393,37 @@ def evaluate_run(run_dir: Path, gt_path: Path, images_dir: Path, device: str = "
     return score(gt, detections, predict_on_boxes(model, labels, gt, images_dir, device))
 
 
-# The scores compare averages over seeds, with their spread.
-SCORES = ("AP", "AP50", "AP75", "box_AP", "occluded_AP", "occluded_box_AP", "occluded_miou", "occluded_boxed_miou")
+# compare.json's name for each score of ``amodal_ap.score`` it reports, averaged over seeds.
+SCORES = {
+    "mask_ap": "AP",
+    "ap50": "AP50",
+    "ap75": "AP75",
+    "box_ap": "box_AP",
+    "occluded_ap": "occluded_AP",
+    "occluded_box_ap": "occluded_box_AP",
+    "occluded_miou": "occluded_miou",
+    "occluded_boxed_miou": "occluded_boxed_miou",
+}
 
 
 def summarize_seeds(runs: list[dict]) -> dict:
-    """The mean of each of SCORES over ``runs`` (one label source, several seeds) and, under
-    ``spread``, their standard deviation (0 for one run)."""
-    out, spread = {}, {}
-    for key in SCORES:
+    """Each of SCORES over ``runs`` (one label source, several seeds) as ``{"mean", "spread",
+    "per_seed"}``, the spread being max - min (0 for one run; None where no run has the score)."""
+    out: dict = {"seeds": [r["seed"] for r in runs]}
+    for name, key in SCORES.items():
         values = [r[key] for r in runs if r.get(key) is not None]
-        out[key] = float(np.mean(values)) if values else None
-        spread[key] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return {**out, "seeds": len(runs), "spread": spread}
+        mean = float(np.mean(values)) if values else None
+        spread = float(max(values) - min(values)) if values else None
+        out[name] = {"mean": mean, "spread": spread, "per_seed": [r.get(key) for r in runs]}
+    return out
+
+
+# The scores compare.png draws, with its title for each: where label sources differ, then over all objects.
+CHARTED = (
+    ("occluded_miou", "amodal mean IoU of the occluded objects (bar: mean; whisker: the seeds' range)"),
+    ("occluded_ap", "amodal mask AP on the occluded objects"),
+    ("mask_ap", "amodal mask AP over all objects"),
+)
 
 
 def compare(
@@ -410,14 +438,15 @@ def compare(
     base: Path | None = None,
     base_iters: int = 0,
     device: str = "cpu",
-    on_run: Callable[[str], None] | None = None,
+    on_run: Callable[[str, int], None] | None = None,
     on_step: Callable[[dict], None] | None = None,
-) -> list[dict]:
+) -> dict[str, dict]:
     """Train one model per label file and seed (``cfg.seed``, ``cfg.seed + 1``, ...; the same
-    schedule for every file) and score each on ``gt_path``; one row per label file, the scores
-    averaged over the seeds with their spread. With ``base`` (a label file every user has, e.g.
-    the modal one), one model is first trained on it for ``base_iters`` and every run starts from
-    it: paired runs that differ only in what the labels teach.
+    schedule for every file) and score each on ``gt_path``; one row per label file's stem, each
+    score as its mean over the seeds, spread (max - min) and per-seed values (``summarize_seeds``).
+    With ``base`` (a label file every user has, e.g. the modal one), one model is first trained on
+    it for ``base_iters`` and every run starts from it: paired runs that differ only in what the
+    labels teach. ``on_run(name, iterations)`` is told of each training.
 
     Writes ``compare.json`` (with every run) and ``compare.png`` into ``out_dir``; a finished run
     is not retrained, an interrupted one resumes.
@@ -425,39 +454,40 @@ def compare(
     names = [p.stem for p in label_files]
     if len(set(names)) != len(names):
         raise InputError(label_files[0], "label files need distinct names (their stems name the runs)")
-    rows, runs = [], []
+    rows: dict[str, dict] = {}
+    runs: list[dict] = []
     start = None
     if base is not None:
         start = out_dir / "base"
         if on_run:
-            on_run(f"the shared start ({base.stem})")
+            on_run(f"the shared start ({base.stem})", base_iters)
         _train_once(replace(cfg, iters=base_iters), base, images_dir, start, device, on_step, None)
     for path, name in zip(label_files, names):
         scored = []
         for k in range(seeds):
             run = out_dir / name if seeds == 1 else out_dir / name / f"seed-{cfg.seed + k}"
             if on_run:
-                on_run(name if seeds == 1 else f"{name}, seed {cfg.seed + k}")
+                on_run(name if seeds == 1 else f"{name}, seed {cfg.seed + k}", cfg.iters)
             seeded = replace(cfg, seed=cfg.seed + k)
             _train_once(seeded, path, images_dir, run, device, on_step, start)
             scored.append({"labels": name, "seed": seeded.seed, **evaluate_run(run, gt_path, gt_images_dir, device)})
         runs += scored
-        rows.append({"labels": name, "file": str(path), **summarize_seeds(scored)})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.json").write_text(
-        json.dumps(
-            {
-                "config": asdict(cfg),
-                "gt": str(gt_path),
-                "seeds": seeds,
-                "base": {"labels": str(base), "iters": base_iters} if base else None,
-                "rows": rows,
-                "runs": runs,
-            },
-            indent=1,
-        )
-    )
-    bar_chart([(r["labels"], r["AP"]) for r in rows], out_dir / "compare.png")
+        rows[name] = {"file": str(path), **summarize_seeds(scored)}
+    doc = {
+        "config": asdict(cfg),
+        "gt": str(gt_path),
+        "seeds": seeds,
+        "base": {"labels": str(base), "iters": base_iters} if base else None,
+        "rows": rows,
+        "runs": runs,
+    }
+    write_json_atomic(out_dir / "compare.json", doc)
+    panels = [
+        bar_chart([(n, r[key]["mean"], min(r[key]["per_seed"]), max(r[key]["per_seed"])) for n, r in rows.items()], t)
+        for key, t in CHARTED
+        if all(r[key]["mean"] is not None for r in rows.values())
+    ]
+    write_image_atomic(out_dir / "compare.png", np.concatenate(panels, axis=0))
     return rows
 
 

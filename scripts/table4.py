@@ -1,12 +1,18 @@
 """The paper's Table 4 on rendered scenes: Mask R-CNN trained on raw / Convex^R / PCNet-M / ground-truth
 amodal labels of the same images, amodal mask AP on held-out scenes. Prints one JSON document.
 
+The protocol of ``make demo-maskrcnn`` (README, "Do the labels train a better model?"): one model
+trained on the raw (modal) labels, then each label source fine-tuned from it with ``--seeds``
+seeds; every score of ``maskrcnn compare`` (AP over all objects, AP and mean IoU over the occluded
+ones) as its mean and spread over the seeds.
+
     python scripts/table4.py OUT_DIR                      # one GPU: r50-fpn, sized for <= 10 minutes
     python scripts/table4.py OUT_DIR --quick              # tiny, any device (a smoke run)
     python scripts/table4.py OUT_DIR --checkpoint run/checkpoint.pt --iters 3000
 
-Sizing (docs/gpu.md, "Table 4 on a GPU"): the r50-fpn step time that scripts/gpu_check.py measures times
-``--iters`` times four label sources is the bulk of the run; the PCNet-M training (cpu-small preset
+Sizing (docs/gpu.md, "Table 4 on a GPU"): the r50-fpn step time that scripts/gpu_check.py measures,
+times ``--base-iters`` plus ``--iters`` x 4 label sources x ``--seeds``, is the bulk of the run; the
+PCNet-M training (cpu-small preset
 on the device, unless --checkpoint is given), the conversions and the four evaluations add about a
 minute. Finished Mask R-CNN runs are kept, so a rerun continues where a killed one stopped.
 """
@@ -37,7 +43,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--quick", action="store_true", help="Tiny sizes and a few steps, on any device.")
-    parser.add_argument("--iters", type=int, default=1200, help="Mask R-CNN iterations per label source.")
+    parser.add_argument("--base-iters", type=int, default=1200, help="Iterations of the shared start (raw labels).")
+    parser.add_argument("--iters", type=int, default=400, help="Fine-tuning iterations per label source and seed.")
+    parser.add_argument("--seeds", type=int, default=2, help="Fine-tuning runs per label source.")
     parser.add_argument("--batch-size", type=int, default=8, help="Images per Mask R-CNN iteration.")
     parser.add_argument("--train-images", type=int, default=600)
     parser.add_argument("--test-images", type=int, default=200)
@@ -46,7 +54,7 @@ def main() -> int:
     parser.add_argument("--arch", default="r50-fpn", choices=["r50-fpn", "mnv3-fpn"])
     args = parser.parse_args()
     if args.quick:
-        args.iters, args.batch_size, args.train_images, args.test_images, args.size = 2, 1, 6, 3, 64
+        args.iters, args.base_iters, args.batch_size, args.train_images, args.test_images, args.size = 2, 2, 1, 6, 3, 64
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out: Path = args.out
     started = time.perf_counter()
@@ -90,15 +98,25 @@ def main() -> int:
         test_dir / "images",
         out / "compare",
         cfg,
+        seeds=args.seeds,
+        base=labels / "raw.json",
+        base_iters=args.base_iters,
         device=device,
     )
     doc = {
         "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-        "config": {"arch": args.arch, "iters": args.iters, "batch_size": args.batch_size, "size": args.size},
+        "config": {
+            "arch": args.arch,
+            "base_iters": args.base_iters,
+            "iters": args.iters,
+            "seeds": args.seeds,
+            "batch_size": args.batch_size,
+            "size": args.size,
+        },
         "train_images": args.train_images,
         "test_images": args.test_images,
         "label_quality_on_train": label_quality,
-        "ap": {r["labels"]: {k: round(r[k], 4) for k in ("AP", "AP50", "AP75", "box_AP")} for r in rows},
+        "scores": rows,
         "maskrcnn_seconds": round(time.perf_counter() - t0, 1),
         "seconds": round(time.perf_counter() - started, 1),
     }

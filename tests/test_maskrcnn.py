@@ -10,7 +10,7 @@ from amodalize.amodal_ap import coco_ap, occluded_ids, score
 from amodalize.data.formats import read_dataset
 from amodalize.data.masks import rle_area
 from amodalize.data.synth import SynthOptions, make_dataset
-from amodalize.maskrcnn import MaskRCNNConfig, evaluate_run, predict_on_boxes, train
+from amodalize.maskrcnn import MaskRCNNConfig, bar_chart, evaluate_run, predict_on_boxes, summarize_seeds, train
 from tests.conftest import invoke
 
 TINY = dict(arch="mnv3-fpn", batch_size=2, lr=0.01, warmup=3, threads=1, checkpoint_every=2)
@@ -118,14 +118,17 @@ def test_compare_writes_table_json_and_chart(tmp_path, scenes):
         "cpu",
     ]
     result = invoke(args)
-    assert "mask AP" in result.stderr and "occluded" in result.stderr and "±" in result.stderr
+    assert "mask AP" in result.stderr and "occluded" in result.stderr and "spread" in result.stderr
     report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     rows = report["rows"]
-    assert [r["labels"] for r in rows] == ["modal", "gt"] and all(r["seeds"] == 2 for r in rows)
+    assert list(rows) == ["modal", "gt"] and all(r["seeds"] == [0, 1] for r in rows.values())
     assert [(r["labels"], r["seed"]) for r in report["runs"]] == [("modal", 0), ("modal", 1), ("gt", 0), ("gt", 1)]
-    for row in rows:
-        runs = [r["occluded_miou"] for r in report["runs"] if r["labels"] == row["labels"]]
-        assert row["occluded_miou"] == pytest.approx(sum(runs) / 2) and row["spread"]["occluded_miou"] >= 0
+    for name, row in rows.items():
+        assert {"mask_ap", "occluded_ap", "occluded_miou", "box_ap"} <= set(row)
+        runs = [r["occluded_miou"] for r in report["runs"] if r["labels"] == name]
+        score = row["occluded_miou"]
+        assert score["per_seed"] == runs and score["mean"] == pytest.approx(sum(runs) / 2)
+        assert score["spread"] == pytest.approx(max(runs) - min(runs))
     assert (tmp_path / "cmp" / "modal" / "seed-1" / "checkpoint.pt").is_file()
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
 
@@ -162,7 +165,7 @@ def test_compare_from_a_shared_start_fine_tunes_every_source_from_one_base(tmp_p
     assert base["annotations"].endswith("modal.json") and base["config"]["iters"] == 3
     assert run["init"] == str(tmp_path / "cmp" / "base") and run["config"]["iters"] == 2
     report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert report["base"]["iters"] == 3 and [r["labels"] for r in report["rows"]] == ["gt"]
+    assert report["base"]["iters"] == 3 and list(report["rows"]) == ["gt"]
 
 
 def test_fine_tuning_starts_from_the_given_weights(tmp_path, scenes):
@@ -172,3 +175,17 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path, scenes):
     train(zero, scenes / "train" / "gt.json", scenes / "train" / "images", tmp_path / "b", init=tmp_path / "a")
     a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True)["model"] for r in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a if "num_batches" not in k)  # lr 0: the start unchanged
+
+
+def test_seed_summary_is_mean_and_range_of_each_score():
+    runs = [
+        {"seed": 0, "AP": 0.2, "occluded_miou": 0.5, "occluded_boxed_miou": None},
+        {"seed": 1, "AP": 0.4, "occluded_miou": 0.3, "occluded_boxed_miou": None},
+    ]
+    summary = summarize_seeds(runs)
+    assert summary["seeds"] == [0, 1]
+    assert summary["mask_ap"]["mean"] == pytest.approx(0.3) and summary["mask_ap"]["spread"] == pytest.approx(0.2)
+    assert summary["occluded_miou"]["per_seed"] == [0.5, 0.3]
+    assert summary["occluded_boxed_miou"] == {"mean": None, "spread": None, "per_seed": [None, None]}
+    chart = bar_chart([("a", 0.3, 0.2, 0.4), ("b", 0.1, 0.1, 0.1)], "title")
+    assert chart.ndim == 3 and chart.shape[1] == 640 and (chart < 255).any()

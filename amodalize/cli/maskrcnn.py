@@ -118,32 +118,33 @@ def maskrcnn_train(
     console.print(f"trained {run_dir} to step {last.get('step')}", soft_wrap=True)
 
 
-# (column, score key): AP over every object, then where label sources differ, the occluded objects.
+# (column, compare.json score): AP over every object, then where label sources differ, the occluded objects.
 COLUMNS = (
-    ("mask AP", "AP"),
-    ("box AP", "box_AP"),
-    ("occluded mask AP", "occluded_AP"),
-    ("occluded box AP", "occluded_box_AP"),
+    ("mask AP", "mask_ap"),
+    ("box AP", "box_ap"),
+    ("occluded mask AP", "occluded_ap"),
+    ("occluded box AP", "occluded_box_ap"),
     ("occluded mIoU", "occluded_miou"),
     ("occluded mIoU, GT boxes", "occluded_boxed_miou"),
 )
 
 
-def _cell(row: dict, key: str) -> str:
-    value = row.get(key)
-    if value is None:
+def _cell(score: dict) -> str:
+    if score["mean"] is None:
         return "-"
-    spread = row.get("spread", {}).get(key)
-    return f"{100 * value:.2f}" + (f" ± {100 * spread:.2f}" if row.get("seeds", 1) > 1 else "")
+    return f"{100 * score['mean']:.2f}" + (f" ({100 * score['spread']:.2f})" if len(score["per_seed"]) > 1 else "")
 
 
-def _ap_table(rows: list[dict], title: str) -> Table:
-    table = Table(title=title)
+def _ap_table(rows: dict[str, dict], title: str) -> Table:
+    """A table of ``summarize_seeds`` rows keyed by label source."""
+    seeds = max(len(r["seeds"]) for r in rows.values())
+    caption = f"mean over {seeds} seeds (spread: max - min)" if seeds > 1 else None
+    table = Table(title=title, caption=caption)
     table.add_column("labels")
     for column, _ in COLUMNS:
         table.add_column(column, justify="right")
-    for r in rows:
-        table.add_row(r["labels"], *(_cell(r, key) for _, key in COLUMNS))
+    for name, row in rows.items():
+        table.add_row(name, *(_cell(row[key]) for _, key in COLUMNS))
     return table
 
 
@@ -155,14 +156,15 @@ def _ap_table(rows: list[dict], title: str) -> Table:
 @JSON_OPTION
 def maskrcnn_evaluate(run_dir: Path, gt_json: Path, images_dir: Path, device: str, as_json: bool) -> None:
     """Amodal mask AP (COCOeval segm) of the model in RUN_DIR against GT_JSON's amodal masks."""
-    from amodalize.maskrcnn import evaluate_run
+    from amodalize.maskrcnn import evaluate_run, summarize_seeds
 
     _, device = _maskrcnn_config(None, device)
     metrics = evaluate_run(run_dir, gt_json, images_dir, device)
     if as_json:
         click.echo(json.dumps(metrics))
         return
-    console.print(_ap_table([{"labels": run_dir.name, **metrics}], f"{run_dir.name} vs {gt_json.name}"))
+    row = summarize_seeds([{"seed": None, **metrics}])
+    console.print(_ap_table({run_dir.name: row}, f"{run_dir.name} vs {gt_json.name}"))
 
 
 @maskrcnn.command("compare")
@@ -195,7 +197,7 @@ def maskrcnn_evaluate(run_dir: Path, gt_json: Path, images_dir: Path, device: st
     "--seeds",
     type=click.IntRange(min=1),
     default=1,
-    help="Runs per label file (seeds --seed, --seed+1, ...): the table shows their mean ± standard deviation.",
+    help="Runs per label file (seeds --seed, --seed+1, ...): the table shows their mean and spread (max - min).",
 )
 @_maskrcnn_options
 def maskrcnn_compare(
@@ -228,8 +230,8 @@ def maskrcnn_compare(
     with progress_bar() as bar:
         task = bar.add_task("", total=cfg.iters)
 
-        def run(name: str) -> None:
-            bar.reset(task, total=cfg.iters, description=f"Mask R-CNN on {name}")
+        def run(name: str, iters: int) -> None:
+            bar.reset(task, total=iters, description=f"Mask R-CNN on {name}")
 
         def step(record: dict) -> None:
             bar.update(task, completed=record["step"])

@@ -5,7 +5,7 @@ import torch
 
 from amodalize.errors import InputError
 from amodalize.models.pcnet_m import pack_input, reference_state_dict
-from amodalize.models.unet import UNet
+from amodalize.models.unet import UNet, fold_batchnorm, freeze_for_cpu
 
 
 def n_params(model):
@@ -64,3 +64,20 @@ def test_reference_checkpoint_shape_and_key_checks(tmp_path):
     path.write_text("not a checkpoint")
     with pytest.raises(InputError, match="not a loadable"):
         reference_state_dict(path, small)
+
+
+def test_folded_and_frozen_model_gives_the_eager_outputs():
+    torch.manual_seed(0)
+    model = UNet(2, 2, widen=0.25)
+    with torch.no_grad():  # BatchNorm statistics other than the identity, so that folding them shows
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.rand(3, 2, 32, 32)
+    with torch.no_grad():
+        eager = model(x)
+        frozen = freeze_for_cpu(fold_batchnorm(model), 32)(x.contiguous(memory_format=torch.channels_last))
+    assert frozen.shape == eager.shape
+    torch.testing.assert_close(frozen, eager, rtol=1e-4, atol=1e-4)
