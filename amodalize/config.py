@@ -338,6 +338,19 @@ def default_preset(device_type: str, kind: type = TrainConfig) -> str:
     return f"{PRESET_FOLDERS[kind]}/{'cocoa' if device_type == 'cuda' else 'cpu-small'}"
 
 
+# A PCNet-M run on a CPU without --config, --init or a --set of the network's shape fine-tunes the
+# shipped model for this many steps instead of training the preset from scratch: on real-outline
+# scenes and on synth with a 1-px gap it ordered and completed better than both the shipped model
+# alone and the full 1,400 steps from scratch, in a quarter of the time (docs/measurements.md,
+# "Fine-tuning").
+DEFAULT_INIT = ("pcnet_m/cpu-small", "general", 300)
+
+
+def default_init(preset: str) -> tuple[str, int] | None:
+    """(shipped model, steps) that a run of ``preset`` without --config or --init fine-tunes, if any."""
+    return DEFAULT_INIT[1:] if preset == DEFAULT_INIT[0] else None
+
+
 def preset_note(name: str, kind: type = TrainConfig) -> str:
     """What running preset ``name`` means: its length and, where measured, its expected duration."""
     o = load_config(name, kind=kind).optim

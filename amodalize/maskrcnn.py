@@ -437,6 +437,7 @@ def compare(
     seeds: int = 1,
     base: Path | None = None,
     base_iters: int = 0,
+    base_lr: float | None = None,
     device: str = "cpu",
     on_run: Callable[[str, int], None] | None = None,
     on_step: Callable[[dict], None] | None = None,
@@ -445,8 +446,8 @@ def compare(
     schedule for every file) and score each on ``gt_path``; one row per label file's stem, each
     score as its mean over the seeds, spread (max - min) and per-seed values (``summarize_seeds``).
     With ``base`` (a label file every user has, e.g. the modal one), one model is first trained on
-    it for ``base_iters`` and every run starts from it: paired runs that differ only in what the
-    labels teach. ``on_run(name, iterations)`` is told of each training.
+    it for ``base_iters`` at ``base_lr`` (default ``cfg.lr``) and every run starts from it: paired
+    runs that differ only in what the labels teach. ``on_run(name, iterations)`` is told of each training.
 
     Writes ``compare.json`` (with every run) and ``compare.png`` into ``out_dir``; a finished run
     is not retrained, an interrupted one resumes.
@@ -461,7 +462,8 @@ def compare(
         start = out_dir / "base"
         if on_run:
             on_run(f"the shared start ({base.stem})", base_iters)
-        _train_once(replace(cfg, iters=base_iters), base, images_dir, start, device, on_step, None)
+        base_cfg = replace(cfg, iters=base_iters, lr=base_lr or cfg.lr)
+        _train_once(base_cfg, base, images_dir, start, device, on_step, None)
     for path, name in zip(label_files, names):
         scored = []
         for k in range(seeds):
@@ -477,7 +479,7 @@ def compare(
         "config": asdict(cfg),
         "gt": str(gt_path),
         "seeds": seeds,
-        "base": {"labels": str(base), "iters": base_iters} if base else None,
+        "base": {"labels": str(base), "iters": base_iters, "lr": base_lr or cfg.lr} if base else None,
         "rows": rows,
         "runs": runs,
     }

@@ -46,6 +46,8 @@ def main() -> int:
     parser.add_argument("--base-iters", type=int, default=1200, help="Iterations of the shared start (raw labels).")
     parser.add_argument("--iters", type=int, default=400, help="Fine-tuning iterations per label source and seed.")
     parser.add_argument("--seeds", type=int, default=2, help="Fine-tuning runs per label source.")
+    parser.add_argument("--base-lr", type=float, default=0.02, help="Learning rate of the shared start.")
+    parser.add_argument("--lr", type=float, default=0.005, help="Fine-tuning learning rate (lower: less seed noise).")
     parser.add_argument("--batch-size", type=int, default=8, help="Images per Mask R-CNN iteration.")
     parser.add_argument("--train-images", type=int, default=600)
     parser.add_argument("--test-images", type=int, default=200)
@@ -89,7 +91,7 @@ def main() -> int:
         label_quality[name] = {k: round(metrics[k], 4) for k in ("order_acc", "pooled_iou", "miou_occluded")}
     shutil.copy(train_dir / "gt.json", labels / "gt-amodal.json")
 
-    cfg = MaskRCNNConfig(arch=args.arch, image_size=args.size, iters=args.iters, batch_size=args.batch_size)
+    cfg = MaskRCNNConfig(arch=args.arch, image_size=args.size, iters=args.iters, batch_size=args.batch_size, lr=args.lr)
     t0 = time.perf_counter()
     rows = compare(
         [labels / f"{n}.json" for n in (*sources, "gt-amodal")],
@@ -101,6 +103,7 @@ def main() -> int:
         seeds=args.seeds,
         base=labels / "raw.json",
         base_iters=args.base_iters,
+        base_lr=args.base_lr,
         device=device,
     )
     doc = {
@@ -108,7 +111,9 @@ def main() -> int:
         "config": {
             "arch": args.arch,
             "base_iters": args.base_iters,
+            "base_lr": args.base_lr,
             "iters": args.iters,
+            "lr": args.lr,
             "seeds": args.seeds,
             "batch_size": args.batch_size,
             "size": args.size,

@@ -159,13 +159,14 @@ def test_compare_from_a_shared_start_fine_tunes_every_source_from_one_base(tmp_p
     args = ["maskrcnn", "compare", scenes / "train" / "gt.json", "--gt", scenes / "test" / "gt.json"]
     args += ["--images-dir", scenes / "train" / "images", "--gt-images-dir", scenes / "test" / "images"]
     args += ["--out", tmp_path / "cmp", "--iters", "2", "--base", scenes / "train" / "modal.json"]
-    invoke([*args, "--base-iters", "3", "--device", "cpu"])
+    invoke([*args, "--base-iters", "3", "--base-lr", "0.03", "--lr", "0.004", "--device", "cpu"])
     base = json.loads((tmp_path / "cmp" / "base" / "config.json").read_text())
     run = json.loads((tmp_path / "cmp" / "gt" / "config.json").read_text())
-    assert base["annotations"].endswith("modal.json") and base["config"]["iters"] == 3
-    assert run["init"] == str(tmp_path / "cmp" / "base") and run["config"]["iters"] == 2
+    assert base["annotations"].endswith("modal.json") and (base["config"]["iters"], base["config"]["lr"]) == (3, 0.03)
+    assert run["init"] == str(tmp_path / "cmp" / "base") and (run["config"]["iters"], run["config"]["lr"]) == (2, 0.004)
     report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert report["base"]["iters"] == 3 and list(report["rows"]) == ["gt"]
+    assert report["base"] == {"labels": str(scenes / "train" / "modal.json"), "iters": 3, "lr": 0.03}
+    assert list(report["rows"]) == ["gt"]
 
 
 def test_fine_tuning_starts_from_the_given_weights(tmp_path, scenes):

@@ -69,7 +69,9 @@ def test_table4_quick_trains_one_detector_per_label_source(tmp_path):
     done = run_script("table4.py", tmp_path, "--quick", "--arch", "mnv3-fpn")
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads((tmp_path / "table4.json").read_text())
-    assert list(doc["ap"]) == ["raw", "convex-r", "pcnet", "gt-amodal"]
+    assert list(doc["scores"]) == ["raw", "convex-r", "pcnet", "gt-amodal"]
+    assert all({"mean", "spread", "per_seed"} <= set(row["occluded_ap"]) for row in doc["scores"].values())
+    assert (doc["config"]["base_lr"], doc["config"]["lr"]) == (0.02, 0.005)
     assert set(doc["label_quality_on_train"]) == {"raw", "convex-r", "pcnet"}
 
 

@@ -194,6 +194,12 @@ def maskrcnn_evaluate(run_dir: Path, gt_json: Path, images_dir: Path, device: st
     "--base-iters", type=click.IntRange(min=1), default=None, help="Iterations of the --base model [default: --iters]."
 )
 @click.option(
+    "--base-lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Learning rate of the --base model [default: --lr]; fine-tuning from it usually wants a lower --lr.",
+)
+@click.option(
     "--seeds",
     type=click.IntRange(min=1),
     default=1,
@@ -207,6 +213,7 @@ def maskrcnn_compare(
     out_dir: Path,
     base: Path | None,
     base_iters: int | None,
+    base_lr: float | None,
     seeds: int,
     images_dir: Path,
     arch: str | None,
@@ -246,6 +253,7 @@ def maskrcnn_compare(
             seeds=seeds,
             base=base,
             base_iters=base_iters or cfg.iters,
+            base_lr=base_lr,
             device=device,
             on_run=run,
             on_step=step,

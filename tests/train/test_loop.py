@@ -111,6 +111,21 @@ def test_cli_trains_on_cocoa_demo(tmp_path, cocoa_files):
     assert "optim.lr must be float" in bad.stderr
 
 
+def test_without_config_a_cpu_run_fine_tunes_the_shipped_model_unless_told_not_to(tmp_path, synth_data):
+    quick = ["--device", "cpu", "--set", "run.val_samples=8", "--set", "run.calibration_samples=8"]
+    for item in ("run.workers=0", "run.threads=1", "optim.batch_size=8"):
+        quick += ["--set", item]
+    tuned = invoke(["train", synth_data, "--out", tmp_path / "tuned", "--iters", "2", *quick])
+    assert "fine-tuning the shipped model 'general' for 2 steps" in tuned.stderr
+    ckpt = torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=False)
+    assert ckpt["init"]["shipped_model"] == "general" and ckpt["step"] == 2
+    default_steps = load_config(tmp_path / "tuned" / "config.yaml").optim.iters
+    scratch = invoke(["train", synth_data, "--out", tmp_path / "scratch", "--iters", "2", "--init", "none", *quick])
+    assert "1,400 steps" in scratch.stderr and "fine-tuning" not in scratch.stderr
+    assert torch.load(tmp_path / "scratch" / "checkpoint.pt", weights_only=False).get("init") is None
+    assert default_steps == 2  # --iters wins over the fine-tuning length
+
+
 def test_torchrun_two_processes_then_resume_in_one(tmp_path, synth_data):
     run = tmp_path / "ddp"
     args = ["train", synth_data, "--out", run, "--iters", "3", "--device", "cpu"]
