@@ -23,7 +23,16 @@ import numpy as np
 
 from amodalize.config import DataConfig
 from amodalize.data.bank import InstanceBank, place_eraser, sample_window
-from amodalize.data.masks import Crop, dilate_square, encode_crop, erode_square, resample, rle_bbox, square_window
+from amodalize.data.masks import (
+    Crop,
+    dilate_square,
+    encode_crop,
+    erode_square,
+    resample,
+    rle_bbox,
+    square_window,
+    tight,
+)
 from amodalize.data.records import ImageRecord, Instance
 from amodalize.data.synth import layer, place_cluster, to_canvas
 from amodalize.infer import baselines
@@ -235,7 +244,7 @@ def layered_scenes(
         image = ImageRecord(k, width, height, None)
         instances = []
         for ann_id, visible in enumerate(visibles, start=1):
-            rle = encode_crop(Crop(visible), height, width)
+            rle = encode_crop(tight(visible), height, width)  # runs of the object's box, not the canvas
             instances.append(Instance(ann_id, k, 1, rle, rle_bbox(rle)))
         scenes.append((image, instances, amodals, occluders))
     return scenes
