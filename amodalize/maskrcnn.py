@@ -457,13 +457,14 @@ def compare(
         raise InputError(label_files[0], "label files need distinct names (their stems name the runs)")
     rows: dict[str, dict] = {}
     runs: list[dict] = []
-    start = None
+    start = base_record = None
     if base is not None:
         start = out_dir / "base"
         if on_run:
             on_run(f"the shared start ({base.stem})", base_iters)
         base_cfg = replace(cfg, iters=base_iters, lr=base_lr or cfg.lr)
         _train_once(base_cfg, base, images_dir, start, device, on_step, None)
+        base_record = {"labels": str(base), "iters": base_iters, "lr": base_cfg.lr}
     for path, name in zip(label_files, names):
         scored = []
         for k in range(seeds):
@@ -479,7 +480,7 @@ def compare(
         "config": asdict(cfg),
         "gt": str(gt_path),
         "seeds": seeds,
-        "base": {"labels": str(base), "iters": base_iters, "lr": base_lr or cfg.lr} if base else None,
+        "base": base_record,
         "rows": rows,
         "runs": runs,
     }

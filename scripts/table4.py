@@ -12,9 +12,8 @@ ones) as its mean and spread over the seeds.
 
 Sizing (docs/gpu.md, "Table 4 on a GPU"): the r50-fpn step time that scripts/gpu_check.py measures,
 times ``--base-iters`` plus ``--iters`` x 4 label sources x ``--seeds``, is the bulk of the run; the
-PCNet-M training (cpu-small preset
-on the device, unless --checkpoint is given), the conversions and the four evaluations add about a
-minute. Finished Mask R-CNN runs are kept, so a rerun continues where a killed one stopped.
+PCNet-M training (cpu-small preset on the device, unless --checkpoint is given), the conversions and
+the evaluations add about a minute. Finished Mask R-CNN runs are kept, so a rerun continues where a killed one stopped.
 """
 
 from __future__ import annotations

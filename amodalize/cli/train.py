@@ -105,6 +105,7 @@ def train(
     )
     kind = ContentConfig if content else TrainConfig
     show = torchrun_world()[1] == 0
+    announce, tune = config_path is None and show, None
     if config_path is None:
         config_path = default_preset(resolve_device(device).type, kind)
         reshaped = any(o.startswith(("model.", "data.input_size")) for o in overrides)  # the shipped weights won't fit
@@ -112,12 +113,13 @@ def train(
         if tune:
             init, steps = tune
             overrides = (f"optim.iters={steps}", *overrides)
-            note = f"fine-tuning the shipped model {init!r} for {iters or steps:,} steps (--init none: from scratch)"
+    cfg = load_config(config_path, [*overrides, *extra], kind)
+    if announce:
+        if tune:
+            note = f"fine-tuning the shipped model {init!r} for {cfg.optim.iters:,} steps (--init none: from scratch)"
         else:
             note = preset_note(config_path, kind)
-        if show:
-            console.print(f"no --config: using the preset {config_path} ({note})", soft_wrap=True)
-    cfg = load_config(config_path, [*overrides, *extra], kind)
+        console.print(f"no --config: using the preset {config_path} ({note})", soft_wrap=True)
     if init == "none":
         init = None
     with progress_bar() as bar:
