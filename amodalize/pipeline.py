@@ -85,6 +85,7 @@ REFERENCE_SETTINGS = {
     "completion_resize": "bilinear",
     "paste_resize": "binary",
     "complete_empty": True,
+    "recentre": 0,
 }
 # Images whose instances a calibration on the input draws from, at most.
 CALIBRATION_IMAGES = 400

@@ -94,6 +94,13 @@ from amodalize.cli.options import (
     help="Inference crop side = max(sqrt(w*h*ENLARGE), 1.1*w, 1.1*h) around each object's box.",
 )
 @click.option(
+    "--recentre",
+    type=click.IntRange(min=0),
+    default=1,
+    help="Complete each occluded object again this many times on a crop around its last completion "
+    "(0: only the crop around its visible box, the reference; each pass costs a query per occluded object).",
+)
+@click.option(
     "--keep-visible/--replace-visible",
     default=True,
     help="Union the visible mask into the PCNet-M completion, or let the completion replace it (reference).",
@@ -107,7 +114,7 @@ from amodalize.cli.options import (
     "--reference",
     is_flag=True,
     help="Every setting of the reference test protocol at once (thresholds 0.1/0.2, --replace-visible, "
-    "--no-clip, no dilation, bilinear completion inputs), whatever the checkpoint holds.",
+    "--no-clip, no dilation, bilinear completion inputs, --recentre 0), whatever the checkpoint holds.",
 )
 @click.option(
     "--batch-size",

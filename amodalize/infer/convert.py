@@ -20,6 +20,7 @@ from amodalize.data.masks import (
     encode_crop,
     square_window,
     tight,
+    union_window,
     union_within,
 )
 from amodalize.data.records import ImageRecord, ImageResult, Instance
@@ -74,6 +75,9 @@ class ConvertOptions:
         (measured better on every set: docs/measurements.md, "Better than geometry").
     iou_model: the weights of ``fusion.IoUModel`` for each completion's ``amodal_confidence``
         (from calibration); None gives none.
+    recentre: completion passes run again on a window around the previous pass's completion
+        (0: the visible box's window only, the reference). The network learnt on windows around
+        whole objects, so the first completion's box is the better centre (docs/measurements.md).
     """
 
     method: str = "convex-r"
@@ -96,6 +100,7 @@ class ConvertOptions:
     fusion: tuple[float, ...] | None = None
     related: str = "any"
     iou_model: tuple[float, ...] | None = None
+    recentre: int = 1
 
     def __post_init__(self) -> None:
         if self.method not in AMODAL_METHODS:
@@ -111,7 +116,8 @@ class ConvertOptions:
 
 @dataclass
 class Work:
-    """One image in flight: its live instances, their crops and windows, pairs and order."""
+    """One image in flight: its live instances, their crops and network windows (around each visible
+    box, until completion recentres those of the occluded), pairs and order."""
 
     image: ImageRecord
     live: list[Instance]
@@ -226,8 +232,20 @@ def amodal_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer, 
         for i, crop in enumerate(work.crops):
             features[w][i] = iou_features(0.0, 0.0, False, at_border(crop, work.image))
     for w, i, members in wanted:
+        out[w][i] = completion(probs[(w, i, members)], works[w], i, members, opts.amodal_th, opts)
+    occluded = [q for q in wanted if q[2]]  # what they complete can move their window
+    for _ in range(opts.recentre):
+        again = [q for q in occluded if out[q[0]][q[1]] is not EMPTY]
+        if not again:
+            break
+        for w, i, _ in again:
+            x0, y0, x1, y1 = out[w][i].window
+            works[w].windows[i] = square_window((x0, y0, x1 - x0, y1 - y0), opts.enlarge, opts.side_ratio)
+        probs.update(zip(again, run_queries(works, again, completer, opts, opts.completion_resize)[2]))
+        for w, i, members in again:
+            out[w][i] = completion(probs[(w, i, members)], works[w], i, members, opts.amodal_th, opts)
+    for w, i, members in wanted:
         prob = probs[(w, i, members)]
-        out[w][i] = completion(prob, works[w], i, members, opts.amodal_th, opts)
         visible, full = works[w].crops[i].area, out[w][i].area
         features[w][i] = iou_features(
             (full - visible) / full if full else 0.0,
@@ -269,7 +287,7 @@ def completion(
         cover = union_within([crops[m] for m in members], window, opts.eraser_dilate) | crops[i].within(window)
         crop = tight(crop.mask & cover, window[0], window[1])
     if opts.keep_visible:
-        window = crop.window if crop is not EMPTY else crops[i].window
+        window = crops[i].window if crop is EMPTY else union_window(crop.window, crops[i].window)
         crop = Crop(crop.within(window) | crops[i].within(window), window[0], window[1])
     return crop
 

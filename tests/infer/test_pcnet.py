@@ -13,7 +13,7 @@ from amodalize.data.records import Dataset, ImageRecord, Instance
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.infer.amodal import paste
 from amodalize.infer.batcher import Completer
-from amodalize.infer.convert import ConvertOptions
+from amodalize.infer.convert import ConvertOptions, amodal_pcnet, completion, prepare
 from amodalize.infer.hosts import MESSAGE_QUERIES, convert_dataset, message_queries
 from amodalize.models.unet import UNet
 from tests.conftest import invoke, regions
@@ -58,9 +58,10 @@ def test_dual_completion_orders_and_completes_with_a_known_model():
     assert [(a, b) for a, b, *_ in result.edges] == [(2, 1)]  # the bar occludes the square
     got = decode_crop(result.amodal[1]).within((0, 0, 64, 64))
     assert (got & square).sum() / (got | square).sum() > 0.9  # resize rounding at the edges
-    # 2 ordering queries; the square's completion behind the bar reuses one, and the bar, with
-    # nothing in front, keeps its visible mask without a forward
-    assert completer.queries == 2
+    # 2 ordering queries; the square's completion behind the bar reuses one and runs once more on
+    # the window around what it completed; the bar, with nothing in front, keeps its visible mask
+    # without a forward
+    assert completer.queries == 3
 
 
 def tiny_model(path):
@@ -167,6 +168,59 @@ def test_visible_kept_and_completion_clipped_to_occluders():
     kept = decode_crop(ours[1].amodal[1]).within((0, 0, size, size))
     assert grown.sum() > 1.3 * shape.sum() and ref[1].calibration[0] > 1.3 * ref[1].calibration[1]
     assert np.array_equal(kept, shape)
+
+
+class FillNet(torch.nn.Module):
+    """A stand-in for PCNet-M that completes a target with everything under its erasers in view."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seen = ((x[:, 0] > 0) | (x[:, 1] > 0)).float()
+        return torch.stack([torch.zeros_like(seen), seen * 20.0 - 10.0], dim=1)
+
+
+def bar_behind_bar(width=240):
+    """A long bar (instance 0) seen only at its left end, the rest hidden behind a wider bar (1)."""
+    back = np.zeros((64, width), bool)
+    back[30:46, 10:200] = True
+    front = np.zeros_like(back)
+    front[28:48, 30:210] = True
+    image = ImageRecord(1, 64, width, None, {"id": 1})
+    insts = [
+        Instance(k, 1, 1, encode_crop(Crop(m), 64, width), list(map(float, cv2.boundingRect(m.astype(np.uint8)))))
+        for k, m in ((1, back & ~front), (2, front))
+    ]
+    work = prepare(image, insts, ConvertOptions("pcnet", "pcnet"))
+    work.order = np.array([[0, -1], [1, 0]])  # the front bar occludes the back one
+    return work, back
+
+
+def test_recentred_completion_follows_the_hidden_part_out_of_the_first_window():
+    """The first completion is drawn in a window around the visible end only; each recentred pass
+    runs on a window around the previous completion, so more of the hidden bar is recovered."""
+    ious, queries = [], []
+    for recentre in (0, 1, 2):
+        work, back = bar_behind_bar()
+        completer = Completer(FillNet(), 32, device=torch.device("cpu"))
+        got = amodal_pcnet([work], ConvertOptions("pcnet", "pcnet", recentre=recentre), completer, {})[0][0]
+        got = got.within((0, 0, 240, 64))
+        ious.append((got & back).sum() / (got | back).sum())
+        queries.append(completer.queries)
+    assert ious[0] < ious[1] < ious[2]
+    assert queries == [1, 2, 3]  # one query for the occluded bar per pass; none for the front one
+
+
+def test_completion_keeps_the_whole_visible_mask_where_the_network_drops_part_of_it():
+    """P(fg) that covers only the right half of the visible mask and a bit under the occluder: the
+    completion is that growth plus every visible pixel, even those outside the predicted box."""
+    work, _ = bar_behind_bar()
+    visible = work.crops[0].within((0, 0, 240, 64))
+    x0, y0, x1, y1 = work.windows[0]
+    prob = np.zeros((x1 - x0, y1 - y0), np.float32)
+    prob[30 - y0 : 46 - y0, 20 - x0 : 34 - x0] = 1.0
+    got = completion(prob, work, 0, (1,), 0.5, ConvertOptions("pcnet", "pcnet")).within((0, 0, 240, 64))
+    grown = np.zeros_like(visible)
+    grown[30:46, 30:34] = True
+    assert np.array_equal(got, visible | grown)
 
 
 class Recorder(HullNet):
