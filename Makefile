@@ -65,18 +65,20 @@ demo-scene: install $(DEMO)/run/.done $(DEMO)/run-c/.done
 	@echo "layers: $(DEMO)/layers; recomposition: $(DEMO)/scene-compare.png"
 
 # Do the labels train a better model? (README, "amodalize maskrcnn") Mask R-CNN (mnv3-fpn, CPU) on
-# 300 rendered scenes: one model trained 600 iterations on the raw (modal) labels at lr 0.02, then
+# 300 rendered 128-px scenes: one model trained on the raw (modal) labels at lr 0.02, then
 # fine-tuned 300 iterations at lr 0.005 from it on each label source (raw, Convex^R, PCNet-M with the
 # shipped model and defaults, ground truth), 2 seeds each; AP and mean IoU on the occluded objects of
-# 100 held-out scenes in compare/compare.json. demo-maskrcnn: procedural shapes at 128 px (~31 min on
-# 2 cores); demo-maskrcnn-real: the COCOA demo's real object outlines at 160 px (../shared), ~33 min.
+# 100 held-out scenes in compare/compare.json. demo-maskrcnn: procedural shapes, a 600-iteration
+# start (~31 min on 2 cores); demo-maskrcnn-real: the COCOA demo's real object outlines (../shared)
+# at twice their share of the scene, as large as the procedural shapes, a 1,500-iteration start:
+# at 600 the detector has not begun to tell objects from background on them (~50 min).
 MR := $(DEMO)/maskrcnn
 COCOA_DEMO := ../shared/data/cocoa-demo
 COCOA_SHAPES = $(foreach k,1 2 3 4 5,--shapes-from $(COCOA_DEMO)/$(k).json)
-# $(call maskrcnn_check,folder,image size,extra synth options)
+# $(call maskrcnn_check,folder,iterations of the shared start,extra synth options)
 define maskrcnn_check
-	$(BIN)/amodalize synth $(1)/train --images 300 --seed 300 --size $(2) --objects 4,7 --render $(3)
-	$(BIN)/amodalize synth $(1)/test --images 100 --seed 301 --size $(2) --objects 4,7 --render $(3)
+	$(BIN)/amodalize synth $(1)/train --images 300 --seed 300 --size 128 --objects 4,7 --render $(3)
+	$(BIN)/amodalize synth $(1)/test --images 100 --seed 301 --size 128 --objects 4,7 --render $(3)
 	mkdir -p $(1)/labels
 	$(BIN)/amodalize convert $(1)/train/modal.json $(1)/labels/raw.json --method raw --order convex
 	$(BIN)/amodalize convert $(1)/train/modal.json $(1)/labels/convex-r.json --method convex-r --order convex
@@ -85,14 +87,14 @@ define maskrcnn_check
 	$(BIN)/amodalize maskrcnn compare $(1)/labels/raw.json $(1)/labels/convex-r.json $(1)/labels/pcnet.json \
 	  $(1)/labels/gt-amodal.json --gt $(1)/test/gt.json --images-dir $(1)/train/images \
 	  --gt-images-dir $(1)/test/images --out $(1)/compare --model mnv3-fpn --device cpu \
-	  --base $(1)/labels/raw.json --base-iters 600 --base-lr 0.02 --iters 300 --lr 0.005 --seeds 2
+	  --base $(1)/labels/raw.json --base-iters $(2) --base-lr 0.02 --iters 300 --lr 0.005 --seeds 2
 endef
 demo-maskrcnn: install
-	$(call maskrcnn_check,$(MR),128)
+	$(call maskrcnn_check,$(MR),600)
 
 demo-maskrcnn-real: install
 	@test -f $(COCOA_DEMO)/5.json || { echo "demo-maskrcnn-real needs $(COCOA_DEMO) (the real COCOA demo images)"; exit 1; }
-	$(call maskrcnn_check,$(MR)/real,160,$(COCOA_SHAPES))
+	$(call maskrcnn_check,$(MR)/real,1500,$(COCOA_SHAPES) --shapes-scale 2)
 
 # The shipped PCNet-M (amodalize/models/weights/general.*): procedural scenes, the `general` preset
 # (cpu-small, 1-3 erasers per sample, 3,000 steps; ~17 min on 2 cores), calibrated; seeded, so the

@@ -1,8 +1,8 @@
 """Scores of amodal instance detections against ground-truth amodal masks, where label sources differ.
 
 Beside COCO mask and box AP over all objects: the same over the occluded objects alone (the others
-ignored, as crowd regions are), the mean IoU of each occluded object with its best-matching
-detection, and the mean IoU of masks predicted on the ground-truth boxes (mask quality apart from
+ignored, as crowd regions are), the mean IoU of each occluded object with the detection matched
+to it, and the mean IoU of masks predicted on the ground-truth boxes (mask quality apart from
 detection). Label sources differ only on occluded objects, so AP over all of them dilutes it.
 """
 
@@ -12,13 +12,16 @@ import contextlib
 import io
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from amodalize.data.masks import rle_area, rle_bbox, rle_intersection_area, rle_iou
 from amodalize.data.records import Dataset
 from amodalize.errors import InputError
 
-# Detections below this score are not matched to an occluded object for its IoU.
-MATCH_SCORE = 0.5
+# The box IoU at which a detection matches an object (COCO's loosest threshold, AP50's), whatever
+# its score: a fixed score cut-off made the occluded objects' mean IoU swing with how confident
+# each training seed happened to be (docs/measurements.md).
+MATCH_IOU = 0.5
 
 
 def occluded_ids(gt: Dataset) -> set[int]:
@@ -80,15 +83,40 @@ def coco_ap(gt: Dataset, detections: list[dict], ignore: set[int] = frozenset())
     return metrics
 
 
-def occluded_miou(gt: Dataset, detections: list[dict], occluded: set[int]) -> float | None:
-    """Mean over the ``occluded`` ground-truth objects of the IoU of their amodal mask with the
-    best-matching detection of their image scoring at least MATCH_SCORE (0 when there is none)."""
+def matched_detections(gt: Dataset, detections: list[dict]) -> dict[int, dict]:
+    """Each matched ground-truth object's detection (by annotation id), matched as COCO's evaluation
+    does: in order of score, a detection takes the unmatched non-crowd object of its image whose
+    amodal box overlaps its mask's box most, if that box IoU is at least MATCH_IOU."""
     by_image: dict[int, list[dict]] = {}
-    for det in detections:
-        if det["score"] >= MATCH_SCORE:
-            by_image.setdefault(det["image_id"], []).append(det["segmentation"])
+    for det in sorted(detections, key=lambda d: -d["score"]):
+        by_image.setdefault(det["image_id"], []).append(det)
+    objects: dict[int, list] = {}
+    for inst in gt.instances:
+        if not inst.iscrowd and rle_area(inst.amodal):
+            objects.setdefault(inst.image_id, []).append(inst)
+    matched = {}
+    for image_id, dets in by_image.items():
+        insts = objects.get(image_id, [])
+        if not insts:
+            continue
+        boxes = [rle_bbox(d["segmentation"]) for d in dets]
+        ious = np.asarray(mask_utils.iou(boxes, [rle_bbox(i.amodal) for i in insts], [0] * len(insts)))
+        free = np.ones(len(insts), dtype=bool)
+        for k, det in enumerate(dets):
+            overlap = np.where(free, ious[k], -1.0)
+            j = int(np.argmax(overlap))
+            if overlap[j] >= MATCH_IOU:
+                matched[insts[j].id] = det
+                free[j] = False
+    return matched
+
+
+def occluded_miou(gt: Dataset, detections: list[dict], occluded: set[int]) -> float | None:
+    """Mean over the ``occluded`` ground-truth objects of the IoU of their amodal mask with their
+    matched detection's mask (``matched_detections``; 0 when none is matched)."""
+    matched = matched_detections(gt, detections)
     ious = [
-        max((rle_iou(mask, inst.amodal) for mask in by_image.get(inst.image_id, [])), default=0.0)
+        rle_iou(matched[inst.id]["segmentation"], inst.amodal) if inst.id in matched else 0.0
         for inst in gt.instances
         if inst.id in occluded
     ]

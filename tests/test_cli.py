@@ -146,6 +146,23 @@ def test_synth_convert_evaluate_visualize(tmp_path):
     assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == ["1.png", "2.png"]
 
 
+def test_synth_draws_given_shapes_at_a_chosen_scale(tmp_path):
+    """--shapes-scale 2 draws the --shapes-from objects twice their share of the scene's side: the
+    median amodal object then covers several times the pixels (up to 4x; the frame cuts the largest)."""
+    invoke(["synth", tmp_path / "src", "--images", "4", "--size", "96", "--seed", "3"])
+    medians = {}
+    for scale in ("1", "2"):
+        out = tmp_path / f"x{scale}"
+        invoke(
+            ["synth", out, "--images", "6", "--size", "160", "--shapes-from", tmp_path / "src" / "gt.json"]
+            + ["--shapes-scale", scale]
+        )
+        areas = sorted(a["area"] for a in json.loads((out / "gt.json").read_text())["annotations"])
+        medians[scale] = areas[len(areas) // 2]
+    assert 2 < medians["2"] / medians["1"] <= 4
+    assert "--shapes-scale" in invoke(["synth", "--help"]).stdout
+
+
 def test_help_lists_commands():
     text = invoke(["--help"]).stdout
     for command in ("convert", "evaluate", "synth", "visualize"):

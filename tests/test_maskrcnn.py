@@ -3,12 +3,14 @@
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from amodalize.amodal_ap import coco_ap, occluded_ids, score
 from amodalize.data.formats import read_dataset
-from amodalize.data.masks import rle_area
+from amodalize.data.masks import Crop, encode_crop, rle_area, rle_bbox
+from amodalize.data.records import Dataset, ImageRecord, Instance
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.maskrcnn import MaskRCNNConfig, bar_chart, evaluate_run, predict_on_boxes, summarize_seeds, train
 from tests.conftest import invoke
@@ -83,6 +85,41 @@ def test_a_perfect_prediction_scores_100_and_modal_masks_lose_only_on_occluded_o
     # on the unoccluded objects alone (the occluded ones ignored) both score the same
     unoccluded_modal = coco_ap(gt, detections_of(gt, "modal"), ignore=occluded)
     assert unoccluded_modal["AP"] == pytest.approx(coco_ap(gt, detections_of(gt, "amodal"), ignore=occluded)["AP"])
+
+
+def square_behind_bar():
+    """A square (1) whose right part a bar (2) hides, as ground truth with amodal masks, and its
+    visible and amodal masks as RLEs."""
+    amodal = np.zeros((64, 64), bool)
+    amodal[10:40, 10:40] = True
+    bar = np.zeros_like(amodal)
+    bar[5:45, 30:50] = True
+    rles = [encode_crop(Crop(m), 64, 64) for m in (amodal & ~bar, amodal, bar)]
+    instances = [
+        Instance(1, 1, 1, rles[0], rle_bbox(rles[0]), amodal=rles[1]),
+        Instance(2, 1, 1, rles[2], rle_bbox(rles[2]), amodal=rles[2]),
+    ]
+    gt = Dataset(None, "coco_amodal", [ImageRecord(1, 64, 64, None)], instances, [{"id": 1, "name": "object"}])
+    return gt, rles[0], rles[1]
+
+
+def test_occluded_objects_are_scored_against_the_detection_matched_to_them_whatever_its_score():
+    gt, visible, amodal = square_behind_bar()
+    assert occluded_ids(gt) == {1}
+
+    def detection(mask, confidence):
+        return {"image_id": 1, "category_id": 1, "segmentation": mask, "score": confidence}
+
+    # a low score still matches: no score cut-off
+    assert score(gt, [detection(amodal, 0.1)])["occluded_miou"] == pytest.approx(1.0)
+    # matched in order of score, as COCO matches: the surer (visible-mask) detection takes the
+    # square, the better mask behind it is left to match nothing
+    got = score(gt, [detection(visible, 0.9), detection(amodal, 0.8)])["occluded_miou"]
+    assert got == pytest.approx(rle_area(visible) / rle_area(amodal))
+    # a detection whose box overlaps the square's amodal box less than half matches nothing
+    corner = np.zeros((64, 64), bool)
+    corner[10:20, 10:20] = True
+    assert score(gt, [detection(encode_crop(Crop(corner), 64, 64), 1.0)])["occluded_miou"] == 0.0
 
 
 def test_masks_on_the_ground_truth_boxes_cover_every_object(tmp_path, scenes):

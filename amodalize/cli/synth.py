@@ -41,6 +41,13 @@ from amodalize.cli.options import EXISTING_FILE, FORMAT_OPTION, OUT_DIR, console
     help="Layer the objects of this annotation file (amodal masks where annotated, else visible) instead of "
     "procedural shapes; repeat for several files.",
 )
+@click.option(
+    "--shapes-scale",
+    type=click.FloatRange(min=0.1, max=10),
+    default=1.0,
+    help="Draw the --shapes-from objects this many times larger than their share of their own image "
+    "(e.g. 2: each object twice its share of the scene's side).",
+)
 @FORMAT_OPTION
 def synth(
     out_dir: Path,
@@ -53,6 +60,7 @@ def synth(
     objects: str,
     kinds: str | None,
     shape_files: tuple[Path, ...],
+    shapes_scale: float,
     fmt: str | None,
 ) -> None:
     """Generate occlusion scenes with exact ground truth into OUT_DIR.
@@ -87,7 +95,8 @@ def synth(
         )
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--kinds") from None
-    shapes = shapes_from([read_dataset(f, fmt) for f in shape_files], size, size) if shape_files else None
+    canvas = round(size * shapes_scale)
+    shapes = shapes_from([read_dataset(f, fmt) for f in shape_files], canvas, canvas) if shape_files else None
     if shape_files and not shapes:
         raise click.BadParameter("the files hold no object of 16 pixels or more", param_hint="--shapes-from")
     modal, gt = make_dataset(out_dir, n_images, seed, opts, shapes)
