@@ -85,18 +85,18 @@ def coco_ap(gt: Dataset, detections: list[dict], ignore: set[int] = frozenset())
 
 def matched_detections(gt: Dataset, detections: list[dict]) -> dict[int, dict]:
     """Each matched ground-truth object's detection (by annotation id), matched as COCO's evaluation
-    does: in order of score, a detection takes the unmatched non-crowd object of its image whose
-    amodal box overlaps its mask's box most, if that box IoU is at least MATCH_IOU."""
-    by_image: dict[int, list[dict]] = {}
+    does: in order of score, a detection takes the unmatched non-crowd object of its image and
+    category whose amodal box overlaps its mask's box most, if that box IoU is at least MATCH_IOU."""
+    by_group: dict[tuple[int, int], list[dict]] = {}
     for det in sorted(detections, key=lambda d: -d["score"]):
-        by_image.setdefault(det["image_id"], []).append(det)
-    objects: dict[int, list] = {}
+        by_group.setdefault((det["image_id"], det["category_id"]), []).append(det)
+    objects: dict[tuple[int, int], list] = {}
     for inst in gt.instances:
         if not inst.iscrowd and rle_area(inst.amodal):
-            objects.setdefault(inst.image_id, []).append(inst)
+            objects.setdefault((inst.image_id, inst.category_id), []).append(inst)
     matched = {}
-    for image_id, dets in by_image.items():
-        insts = objects.get(image_id, [])
+    for group, dets in by_group.items():
+        insts = objects.get(group, [])
         if not insts:
             continue
         boxes = [rle_bbox(d["segmentation"]) for d in dets]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from amodalize.amodal_ap import coco_ap, occluded_ids, score
+from amodalize.amodal_ap import coco_ap, matched_detections, occluded_ids, score
 from amodalize.data.formats import read_dataset
 from amodalize.data.masks import Crop, encode_crop, rle_area, rle_bbox
 from amodalize.data.records import Dataset, ImageRecord, Instance
@@ -107,11 +107,13 @@ def test_occluded_objects_are_scored_against_the_detection_matched_to_them_whate
     gt, visible, amodal = square_behind_bar()
     assert occluded_ids(gt) == {1}
 
-    def detection(mask, confidence):
-        return {"image_id": 1, "category_id": 1, "segmentation": mask, "score": confidence}
+    def detection(mask, confidence, category=1):
+        return {"image_id": 1, "category_id": category, "segmentation": mask, "score": confidence}
 
     # a low score still matches: no score cut-off
     assert score(gt, [detection(amodal, 0.1)])["occluded_miou"] == pytest.approx(1.0)
+    # as in COCO, a detection matches objects of its own category only
+    assert matched_detections(gt, [detection(amodal, 1.0, category=2)]) == {}
     # matched in order of score, as COCO matches: the surer (visible-mask) detection takes the
     # square, the better mask behind it is left to match nothing
     got = score(gt, [detection(visible, 0.9), detection(amodal, 0.8)])["occluded_miou"]
