@@ -26,7 +26,7 @@ from amodalize.data.formats.detections import read_detections
 from amodalize.data.gaps import estimate_gap, modal_groups
 from amodalize.data.records import Dataset, ImageResult
 from amodalize.data.writer import augment, merge_parts, write_json_atomic
-from amodalize.infer.batcher import Completer, default_batch_size, resolve_device
+from amodalize.infer.batcher import Completer, default_batch_size, keep_freed_memory, resolve_device
 from amodalize.infer.calibrate import calibrate, fit_fusion, fusion_scenes
 from amodalize.infer.convert import ConvertOptions
 from amodalize.infer.fusion import IoUModel, OrderFusion
@@ -59,8 +59,10 @@ def load_completer(
     dev = resolve_device(device)
     batch = batch_size or default_batch_size(dev, loaded.input_size)
     model = fold_batchnorm(loaded.model) if fold else loaded.model
-    if freeze and dev.type == "cpu":
-        model = freeze_for_cpu(model, loaded.input_size)
+    if dev.type == "cpu":
+        keep_freed_memory()
+        if freeze:
+            model = freeze_for_cpu(model, loaded.input_size)
     completer = Completer(model, loaded.input_size, device=dev, batch_size=batch, amp=False, tta=tta)
     info = {
         "path": str(path),

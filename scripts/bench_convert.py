@@ -10,6 +10,10 @@
 2. The CPU default (a cpu-small checkpoint, or random widen 1 at 64 px): queries/s and images/s.
 3. With ``--large``: one 4000x4000 image of ~300 instances (tiled synth scenes): seconds for the
    whole file conversion (read, decode, order, complete, encode, write).
+With ``--startup`` instead: the fixed start-up of a default conversion (the shipped model, no
+flags) on the 5 COCOA demo images, each round in a fresh process: loading the model and deciding
+the settings (calibration, the fusion fit); with ``--against TREE`` the same in a checkout of
+another version, alternating round by round, and the ratio.
 With ``--host`` instead: the host work alone (the network replaced by a stub that costs nothing) on
 COCO-sized procedural images, at 1, 2 and all-cores worker processes of one thread each: queries/s
 for each, the serial path with the libraries' threads beside them, and whether the outputs are
@@ -23,6 +27,8 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -191,6 +197,45 @@ def host_bench(tmp: Path, images: int, size: int, chunk: int) -> dict:
     }
 
 
+# One start-up, timed in a fresh process: the first call's costs are part of it.
+STARTUP = """
+import json, sys, time
+from pathlib import Path
+from amodalize.data.formats import read_dataset
+from amodalize.pipeline import load_completer, resolve_options
+dataset = read_dataset(Path(sys.argv[1]))
+start = time.perf_counter()
+completer, info = load_completer(None, "cpu")
+loaded = time.perf_counter()
+resolve_options(dataset, "pcnet", "fused", {}, completer, info)
+print(json.dumps({"load": loaded - start, "settings": time.perf_counter() - loaded}))
+"""
+
+
+def startup_bench(tmp: Path, rounds: int, against: Path | None) -> dict:
+    """Median seconds of loading the shipped model and deciding the settings for the 5 COCOA demo
+    images, in a fresh process per round, for this checkout (and ``against``, alternating)."""
+    source = repeated_input(tmp, 1)
+    trees = {"this": ROOT, **({"against": against.resolve()} if against else {})}
+    runs: dict[str, list[dict]] = {name: [] for name in trees}
+    for _ in range(rounds):
+        for name, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            done = subprocess.run(
+                [sys.executable, "-c", STARTUP, str(source)], cwd=tree, env=env, capture_output=True, text=True
+            )
+            if done.returncode:
+                raise SystemExit(f"start-up run in {tree} failed: {done.stderr.strip().splitlines()[-1]}")
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    report = {"input_images": 5 if (COCOA_DEMO / "1.json").is_file() else "5 synth scenes", "rounds": rounds}
+    for name, rows in runs.items():
+        median = {k: round(statistics.median(r[k] for r in rows), 3) for k in ("load", "settings")}
+        report[name] = {**median, "total": round(median["load"] + median["settings"], 3)}
+    if against:
+        report["this_over_against"] = round(report["this"]["total"] / report["against"]["total"], 3)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=None, help="CPU-default model (else random widen 1)")
@@ -200,8 +245,16 @@ def main() -> None:
     parser.add_argument("--host-images", type=int, default=200, help="640x480 images for --host.")
     parser.add_argument("--host-size", type=int, default=256, help="Patch side for --host.")
     parser.add_argument("--host-chunk", type=int, default=16, help="Images per chunk for --host.")
+    parser.add_argument("--startup", action="store_true", help="Only the fixed start-up, in fresh processes.")
+    parser.add_argument("--rounds", type=int, default=5, help="Fresh processes per checkout for --startup.")
+    parser.add_argument("--against", type=Path, default=None, help="Another checkout to time --startup in.")
     args = parser.parse_args()
     report: dict = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    if args.startup:
+        with tempfile.TemporaryDirectory() as tmp:
+            report["startup"] = startup_bench(Path(tmp), args.rounds, args.against)
+        print(json.dumps(report, indent=1))
+        return
     if args.host:
         with tempfile.TemporaryDirectory() as tmp:
             report["host"] = host_bench(Path(tmp), args.host_images, args.host_size, args.host_chunk)
