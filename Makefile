@@ -65,13 +65,14 @@ demo-scene: install $(DEMO)/run/.done $(DEMO)/run-c/.done
 	@echo "layers: $(DEMO)/layers; recomposition: $(DEMO)/scene-compare.png"
 
 # Do the labels train a better model? (README, "amodalize maskrcnn") Mask R-CNN (mnv3-fpn, CPU) on
-# 300 rendered 128-px scenes: one model trained on the raw (modal) labels at lr 0.02, then
-# fine-tuned 300 iterations at lr 0.005 from it on each label source (raw, Convex^R, PCNet-M with the
-# shipped model and defaults, ground truth), 2 seeds each; AP and mean IoU on the occluded objects of
-# 100 held-out scenes in compare/compare.json. demo-maskrcnn: procedural shapes, a 600-iteration
-# start (~31 min on 2 cores); demo-maskrcnn-real: the COCOA demo's real object outlines (../shared)
-# at twice their share of the scene, as large as the procedural shapes, a 1,500-iteration start:
-# at 600 the detector has not begun to tell objects from background on them (~50 min).
+# 300 rendered 128-px scenes: one model trained on the raw (modal) labels at lr 0.02, then its box
+# and mask heads fine-tuned 1,000 iterations at lr 0.005 on each label source (raw, Convex^R,
+# PCNet-M with the shipped model and defaults, ground truth), 2 seeds each, the backbone and
+# proposals kept from the start; AP and mean IoU on the occluded objects of 100 held-out scenes in
+# compare/compare.json. demo-maskrcnn: procedural shapes, a 600-iteration start (~35 min on 2
+# cores); demo-maskrcnn-real: the COCOA demo's real object outlines (../shared) at twice their
+# share of the scene, as large as the procedural shapes, a 1,500-iteration start: at 600 the
+# detector has not begun to tell objects from background on them (~46 min).
 MR := $(DEMO)/maskrcnn
 COCOA_DEMO := ../shared/data/cocoa-demo
 COCOA_SHAPES = $(foreach k,1 2 3 4 5,--shapes-from $(COCOA_DEMO)/$(k).json)
@@ -87,7 +88,7 @@ define maskrcnn_check
 	$(BIN)/amodalize maskrcnn compare $(1)/labels/raw.json $(1)/labels/convex-r.json $(1)/labels/pcnet.json \
 	  $(1)/labels/gt-amodal.json --gt $(1)/test/gt.json --images-dir $(1)/train/images \
 	  --gt-images-dir $(1)/test/images --out $(1)/compare --model mnv3-fpn --device cpu \
-	  --base $(1)/labels/raw.json --base-iters $(2) --base-lr 0.02 --iters 300 --lr 0.005 --seeds 2
+	  --base $(1)/labels/raw.json --base-iters $(2) --base-lr 0.02 --heads-only --iters 1000 --lr 0.005 --seeds 2
 endef
 demo-maskrcnn: install
 	$(call maskrcnn_check,$(MR),600)

@@ -60,6 +60,9 @@ class MaskRCNNConfig:
     threads: torch CPU threads (0: torch's default).
     clip_norm: gradients are clipped to this global norm (without it r50-fpn from random weights
         diverged to NaN within 10 steps at lr 0.02, measured on CPU and on an H200).
+    heads_only: train the box and mask heads alone, the backbone and the region proposals kept as
+        the start left them (fine-tuning: every label source then sees the same features and
+        proposals, and learns only what its labels teach).
     """
 
     arch: str = "mnv3-fpn"
@@ -72,6 +75,7 @@ class MaskRCNNConfig:
     checkpoint_every: int = 200
     threads: int = 0
     clip_norm: float = 10.0
+    heads_only: bool = False
 
 
 # The MobileNetV3 stages (strides 4, 8, 16, 32, 32) whose features the mnv3-fpn pyramid uses.
@@ -217,6 +221,11 @@ def train(
         if start["config"]["arch"] != cfg.arch or start["labels"] != {str(k): v for k, v in labels.items()}:
             raise InputError(init, "was trained with another architecture or other categories")
         model.load_state_dict(start["model"])
+    if cfg.heads_only:
+        if init is None and not resume:
+            raise ValueError("heads_only fine-tunes a trained start: give it as init")
+        for p in [*model.backbone.parameters(), *model.rpn.parameters()]:
+            p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(cfg, s))
@@ -418,6 +427,28 @@ def summarize_seeds(runs: list[dict]) -> dict:
     return out
 
 
+def paired_differences(rows: dict[str, dict]) -> dict[str, dict]:
+    """Each row after the first, as ``summarize_seeds`` rows of its per-seed difference from the
+    first (``row - first`` for each seed; None where either lacks the score): with a shared start
+    and the same seeds, runs of one seed see the same images in the same order, so their difference
+    is what the labels changed, free of the seed's own luck."""
+    first = next(iter(rows.values()))
+    out = {}
+    for name, row in list(rows.items())[1:]:
+        paired: dict = {"seeds": row["seeds"]}
+        for key in SCORES:
+            pairs = zip(row[key]["per_seed"], first[key]["per_seed"])
+            diffs = [None if a is None or b is None else a - b for a, b in pairs]
+            values = [d for d in diffs if d is not None]
+            paired[key] = {
+                "mean": float(np.mean(values)) if values else None,
+                "spread": float(max(values) - min(values)) if values else None,
+                "per_seed": diffs,
+            }
+        out[name] = paired
+    return out
+
+
 # The scores compare.png draws, with its title for each: where label sources differ, then over all objects.
 CHARTED = (
     ("occluded_miou", "amodal mean IoU of the occluded objects (bar: mean; whisker: the seeds' range)"),
@@ -449,7 +480,8 @@ def compare(
     it for ``base_iters`` at ``base_lr`` (default ``cfg.lr``) and every run starts from it: paired
     runs that differ only in what the labels teach. ``on_run(name, iterations)`` is told of each training.
 
-    Writes ``compare.json`` (with every run) and ``compare.png`` into ``out_dir``; a finished run
+    Writes ``compare.json`` (with every run, and each later row's seed-by-seed difference from the
+    first: ``paired_differences``) and ``compare.png`` into ``out_dir``; a finished run
     is not retrained, an interrupted one resumes.
     """
     names = [p.stem for p in label_files]
@@ -462,7 +494,7 @@ def compare(
         start = out_dir / "base"
         if on_run:
             on_run(f"the shared start ({base.stem})", base_iters)
-        base_cfg = replace(cfg, iters=base_iters, lr=base_lr or cfg.lr)
+        base_cfg = replace(cfg, iters=base_iters, lr=base_lr or cfg.lr, heads_only=False)
         _train_once(base_cfg, base, images_dir, start, device, on_step, None)
         base_record = {"labels": str(base), "iters": base_iters, "lr": base_cfg.lr}
     for path, name in zip(label_files, names):
@@ -482,6 +514,7 @@ def compare(
         "seeds": seeds,
         "base": base_record,
         "rows": rows,
+        "paired": {"against": names[0], "rows": paired_differences(rows)},
         "runs": runs,
     }
     write_json_atomic(out_dir / "compare.json", doc)

@@ -3,8 +3,9 @@ amodal labels of the same images, amodal mask AP on held-out scenes. Prints one 
 
 The protocol of ``make demo-maskrcnn`` (README, "Do the labels train a better model?"): one model
 trained on the raw (modal) labels, then each label source fine-tuned from it with ``--seeds``
-seeds; every score of ``maskrcnn compare`` (AP over all objects, AP and mean IoU over the occluded
-ones) as its mean and spread over the seeds.
+seeds (the whole detector, or its heads alone with ``--heads-only`` as the CPU targets do); every
+score of ``maskrcnn compare`` (AP over all objects, AP and mean IoU over the occluded ones) as its
+mean and spread over the seeds.
 
     python scripts/table4.py OUT_DIR                      # one GPU: r50-fpn, sized for <= 10 minutes
     python scripts/table4.py OUT_DIR --quick              # tiny, any device (a smoke run)
@@ -48,6 +49,9 @@ def main() -> int:
     parser.add_argument("--base-lr", type=float, default=0.02, help="Learning rate of the shared start.")
     parser.add_argument("--lr", type=float, default=0.005, help="Fine-tuning learning rate (lower: less seed noise).")
     parser.add_argument("--batch-size", type=int, default=8, help="Images per Mask R-CNN iteration.")
+    parser.add_argument(
+        "--heads-only", action="store_true", help="Fine-tune the box and mask heads alone (the CPU targets' protocol)."
+    )
     parser.add_argument("--train-images", type=int, default=600)
     parser.add_argument("--test-images", type=int, default=200)
     parser.add_argument("--size", type=int, default=256, help="Scene side in pixels.")
@@ -90,7 +94,14 @@ def main() -> int:
         label_quality[name] = {k: round(metrics[k], 4) for k in ("order_acc", "pooled_iou", "miou_occluded")}
     shutil.copy(train_dir / "gt.json", labels / "gt-amodal.json")
 
-    cfg = MaskRCNNConfig(arch=args.arch, image_size=args.size, iters=args.iters, batch_size=args.batch_size, lr=args.lr)
+    cfg = MaskRCNNConfig(
+        arch=args.arch,
+        image_size=args.size,
+        iters=args.iters,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        heads_only=args.heads_only,
+    )
     t0 = time.perf_counter()
     rows = compare(
         [labels / f"{n}.json" for n in (*sources, "gt-amodal")],
@@ -116,6 +127,7 @@ def main() -> int:
             "seeds": args.seeds,
             "batch_size": args.batch_size,
             "size": args.size,
+            "heads_only": args.heads_only,
         },
         "train_images": args.train_images,
         "test_images": args.test_images,

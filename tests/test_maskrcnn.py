@@ -12,7 +12,15 @@ from amodalize.data.formats import read_dataset
 from amodalize.data.masks import Crop, encode_crop, rle_area, rle_bbox
 from amodalize.data.records import Dataset, ImageRecord, Instance
 from amodalize.data.synth import SynthOptions, make_dataset
-from amodalize.maskrcnn import MaskRCNNConfig, bar_chart, evaluate_run, predict_on_boxes, summarize_seeds, train
+from amodalize.maskrcnn import (
+    MaskRCNNConfig,
+    bar_chart,
+    evaluate_run,
+    paired_differences,
+    predict_on_boxes,
+    summarize_seeds,
+    train,
+)
 from tests.conftest import invoke
 
 TINY = dict(arch="mnv3-fpn", batch_size=2, lr=0.01, warmup=3, threads=1, checkpoint_every=2)
@@ -168,6 +176,11 @@ def test_compare_writes_table_json_and_chart(tmp_path, scenes):
         score = row["occluded_miou"]
         assert score["per_seed"] == runs and score["mean"] == pytest.approx(sum(runs) / 2)
         assert score["spread"] == pytest.approx(max(runs) - min(runs))
+    paired = report["paired"]
+    assert paired["against"] == "modal" and list(paired["rows"]) == ["gt"]
+    gt_minus_modal = [a - b for a, b in zip(rows["gt"]["mask_ap"]["per_seed"], rows["modal"]["mask_ap"]["per_seed"])]
+    assert paired["rows"]["gt"]["mask_ap"]["per_seed"] == pytest.approx(gt_minus_modal)
+    assert "minus modal, seed by seed" in result.stderr
     assert (tmp_path / "cmp" / "modal" / "seed-1" / "checkpoint.pt").is_file()
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
 
@@ -215,6 +228,40 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path, scenes):
     train(zero, scenes / "train" / "gt.json", scenes / "train" / "images", tmp_path / "b", init=tmp_path / "a")
     a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True)["model"] for r in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a if "num_batches" not in k)  # lr 0: the start unchanged
+
+
+def test_heads_only_fine_tuning_keeps_the_backbone_and_proposals_of_its_start(tmp_path, scenes):
+    train(MaskRCNNConfig(iters=2, **TINY), scenes / "train" / "modal.json", scenes / "train" / "images", tmp_path / "a")
+    cfg = MaskRCNNConfig(**{**TINY, "iters": 2, "lr": 0.05, "warmup": 1, "heads_only": True})
+    train(cfg, scenes / "train" / "gt.json", scenes / "train" / "images", tmp_path / "b", init=tmp_path / "a")
+    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True)["model"] for r in "ab")
+    kept = [k for k in a if k.startswith(("backbone.", "rpn."))]
+    heads = [k for k in a if k.startswith("roi_heads.")]
+    assert kept and all(torch.equal(a[k], b[k]) for k in kept)
+    assert any(not torch.equal(a[k], b[k]) for k in heads if k.endswith("mask_fcn_logits.weight"))
+    with pytest.raises(ValueError, match="init"):
+        train(cfg, scenes / "train" / "gt.json", scenes / "train" / "images", tmp_path / "c")
+    args = ["maskrcnn", "train", scenes / "train" / "gt.json", "--images-dir", scenes / "train" / "images"]
+    result = invoke([*args, "--out", tmp_path / "d", "--heads-only", "--device", "cpu"], exit_code=2)
+    assert "--heads-only fine-tunes a trained start" in result.stderr and not (tmp_path / "d").exists()
+
+
+def test_paired_differences_are_taken_seed_by_seed_against_the_first_row():
+    runs = {
+        "raw": [{"seed": 0, "AP": 0.30, "occluded_miou": 0.5}, {"seed": 1, "AP": 0.10, "occluded_miou": 0.4}],
+        "gt": [{"seed": 0, "AP": 0.32, "occluded_miou": 0.6}, {"seed": 1, "AP": 0.13, "occluded_miou": None}],
+    }
+    rows = {name: summarize_seeds(r) for name, r in runs.items()}
+    paired = paired_differences(rows)
+    assert list(paired) == ["gt"] and paired["gt"]["seeds"] == [0, 1]
+    # each seed gains 2-3 points, although the seeds differ by 20 between themselves
+    assert paired["gt"]["mask_ap"]["per_seed"] == pytest.approx([0.02, 0.03])
+    gain = paired["gt"]["mask_ap"]
+    assert gain["mean"] == pytest.approx(0.025) and gain["spread"] == pytest.approx(0.01)
+    assert rows["gt"]["mask_ap"]["spread"] == pytest.approx(0.19)
+    # a seed without the score drops out of that score's difference only
+    assert paired["gt"]["occluded_miou"]["per_seed"][1] is None
+    assert paired["gt"]["occluded_miou"]["mean"] == pytest.approx(0.1) and paired["gt"]["occluded_miou"]["spread"] == 0
 
 
 def test_seed_summary_is_mean_and_range_of_each_score():
