@@ -415,15 +415,22 @@ SCORES = {
 }
 
 
+def over_seeds(per_seed: list[float | None]) -> dict:
+    """One score's ``{"mean", "spread", "per_seed"}`` over the seeds that have it, the spread being
+    max - min (0 for one seed; mean and spread None where none has it)."""
+    values = [v for v in per_seed if v is not None]
+    return {
+        "mean": float(np.mean(values)) if values else None,
+        "spread": float(max(values) - min(values)) if values else None,
+        "per_seed": per_seed,
+    }
+
+
 def summarize_seeds(runs: list[dict]) -> dict:
-    """Each of SCORES over ``runs`` (one label source, several seeds) as ``{"mean", "spread",
-    "per_seed"}``, the spread being max - min (0 for one run; None where no run has the score)."""
+    """Each of SCORES over ``runs`` (one label source, several seeds), as ``over_seeds`` gives it."""
     out: dict = {"seeds": [r["seed"] for r in runs]}
     for name, key in SCORES.items():
-        values = [r[key] for r in runs if r.get(key) is not None]
-        mean = float(np.mean(values)) if values else None
-        spread = float(max(values) - min(values)) if values else None
-        out[name] = {"mean": mean, "spread": spread, "per_seed": [r.get(key) for r in runs]}
+        out[name] = over_seeds([r.get(key) for r in runs])
     return out
 
 
@@ -438,13 +445,7 @@ def paired_differences(rows: dict[str, dict]) -> dict[str, dict]:
         paired: dict = {"seeds": row["seeds"]}
         for key in SCORES:
             pairs = zip(row[key]["per_seed"], first[key]["per_seed"])
-            diffs = [None if a is None or b is None else a - b for a, b in pairs]
-            values = [d for d in diffs if d is not None]
-            paired[key] = {
-                "mean": float(np.mean(values)) if values else None,
-                "spread": float(max(values) - min(values)) if values else None,
-                "per_seed": diffs,
-            }
+            paired[key] = over_seeds([None if a is None or b is None else a - b for a, b in pairs])
         out[name] = paired
     return out
 
