@@ -88,6 +88,7 @@ REFERENCE_SETTINGS = {
     "paste_resize": "binary",
     "complete_empty": True,
     "recentre": 0,
+    "max_aspect": 0,
 }
 # Images whose instances a calibration on the input draws from, at most.
 CALIBRATION_IMAGES = 400

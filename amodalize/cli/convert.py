@@ -101,6 +101,13 @@ from amodalize.cli.options import (
     "(0: only the crop around its visible box, the reference; each pass costs a query per occluded object).",
 )
 @click.option(
+    "--max-aspect",
+    type=click.FloatRange(min=0),
+    default=2.5,
+    help="Complete an object longer than MAX_ASPECT times its width on a crop narrowed across it, so "
+    "that it fills the network's input as if it were only that elongated (0: square crops, the reference).",
+)
+@click.option(
     "--keep-visible/--replace-visible",
     default=True,
     help="Union the visible mask into the PCNet-M completion, or let the completion replace it (reference).",
@@ -114,7 +121,7 @@ from amodalize.cli.options import (
     "--reference",
     is_flag=True,
     help="Every setting of the reference test protocol at once (thresholds 0.1/0.2, --replace-visible, "
-    "--no-clip, no dilation, bilinear completion inputs, --recentre 0), whatever the checkpoint holds.",
+    "--no-clip, no dilation, bilinear completion inputs, --recentre 0, --max-aspect 0), whatever the checkpoint holds.",
 )
 @click.option(
     "--batch-size",

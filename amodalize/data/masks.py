@@ -263,11 +263,14 @@ def dilate_cross(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def dilate_square(mask: np.ndarray, k: int) -> np.ndarray:
-    """A bool mask grown by ``k`` pixels in every direction (chessboard distance)."""
-    if k <= 0 or not mask.any():
+def dilate_square(mask: np.ndarray, k: int, k_rows: int | None = None) -> np.ndarray:
+    """A bool mask grown by ``k`` pixels in every direction (chessboard distance), or by ``k``
+    pixels sideways and ``k_rows`` up and down where given."""
+    k_rows = k if k_rows is None else k_rows
+    if max(k, k_rows) <= 0 or not mask.any():
         return mask
-    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8)).astype(bool)
+    kernel = np.ones((2 * max(k_rows, 0) + 1, 2 * max(k, 0) + 1), np.uint8)
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
 
 def erode_square(mask: np.ndarray, k: int) -> np.ndarray:
@@ -339,14 +342,32 @@ def square_window(bbox: Sequence[float], enlarge: float = 3.0, ratio: float = 1.
     return (x0, y0, x0 + int(side), y0 + int(side))
 
 
+def completion_window(
+    bbox: Sequence[float], enlarge: float = 3.0, ratio: float = 1.1, max_aspect: float = 0.0
+) -> Window:
+    """The window an object is completed on: ``square_window``, narrowed about the box's centre
+    along its short axis so that a box longer than ``max_aspect`` times its width fills the
+    network's square input as if it were only ``max_aspect`` times as long (0: always square)."""
+    window = square_window(bbox, enlarge, ratio)
+    w, h = bbox[2], bbox[3]
+    if max_aspect <= 0 or min(w, h) <= 0 or max(w, h) <= max_aspect * min(w, h):
+        return window
+    short = max(int((window[2] - window[0]) * max_aspect * min(w, h) / max(w, h)), 1)
+    if w >= h:
+        y0 = int(bbox[1] + h / 2 - short / 2)
+        return (window[0], y0, window[2], y0 + short)
+    x0 = int(bbox[0] + w / 2 - short / 2)
+    return (x0, window[1], x0 + short, window[3])
+
+
 def resample(crop: Crop, window: Window, out: int) -> np.ndarray:
-    """A square window of a crop nearest-resized to ``[out, out]`` bool (cv2 INTER_NEAREST rule).
+    """A window of a crop (square or not) nearest-resized to ``[out, out]`` bool (cv2
+    INTER_NEAREST rule).
 
     Zero outside the crop; the window is never materialised at full size.
     """
-    side = window[2] - window[0]
-    idx = np.floor(np.arange(out) * (side / out)).astype(np.intp)
-    rows, cols = window[1] + idx - crop.y0, window[0] + idx - crop.x0
+    rows = window[1] + np.floor(np.arange(out) * ((window[3] - window[1]) / out)).astype(np.intp) - crop.y0
+    cols = window[0] + np.floor(np.arange(out) * ((window[2] - window[0]) / out)).astype(np.intp) - crop.x0
     h, w = crop.mask.shape
     # the indices never decrease, so those inside the crop are one run per axis: two 1-D takes into
     # a slice, 3x faster at 256 px than 2-D fancy indexing (where a third of convert's host time went)
@@ -358,7 +379,7 @@ def resample(crop: Crop, window: Window, out: int) -> np.ndarray:
 
 
 def resample_linear(crop: Crop, window: Window, out: int) -> np.ndarray:
-    """A square window of a crop resized to ``[out, out]`` bool by bilinear interpolation of 0/1
+    """A window of a crop resized to ``[out, out]`` bool by bilinear interpolation of 0/1
     values and ``> 0.5`` (the reference's completion inputs; materialises the window)."""
     side = window[2] - window[0]
     return (

@@ -21,15 +21,15 @@ def eraser_members(order: np.ndarray, i: int, mode: str = "og") -> list[int]:
 
 
 def paste(prob: np.ndarray, window: Window, threshold: float, height: int, width: int, resize: str = "binary") -> Crop:
-    """The ``[S, S]`` prediction on its square window, clipped to the image, as a tight crop:
+    """The ``[S, S]`` prediction on its window (square or not), clipped to the image, as a tight crop:
     thresholded, then resized (bilinear, > 0.5; ``resize='binary'``, the reference), or resized
     bilinearly, then thresholded (``'probability'``: outlines as smooth at any window size as P(fg))."""
     x0, y0, x1, y1 = window
-    side = x1 - x0
+    size = (x1 - x0, y1 - y0)
     if resize == "probability":
-        mask = cv2.resize(prob.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR) > threshold
+        mask = cv2.resize(prob.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > threshold
     elif resize == "binary":
-        mask = cv2.resize((prob > threshold).astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR) > 0.5
+        mask = cv2.resize((prob > threshold).astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.5
     else:
         raise ValueError(f"unknown paste resize {resize!r}; choose 'binary' or 'probability'")
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)

@@ -15,6 +15,7 @@ import numpy as np
 from amodalize.data.masks import (
     EMPTY,
     Crop,
+    completion_window,
     convex_hull,
     decode_crop,
     encode_crop,
@@ -78,6 +79,10 @@ class ConvertOptions:
     recentre: completion passes run again on a window around the previous pass's completion
         (0: the visible box's window only, the reference). The network learnt on windows around
         whole objects, so the first completion's box is the better centre (docs/measurements.md).
+    max_aspect: an object whose box is longer than this many times its width is completed on a
+        window narrowed across it (``masks.completion_window``), so that it fills the network's
+        input as if it were only that elongated: a 15:1 pole is a few patch pixels thick in a square
+        window (0: square windows, the reference; ordering always uses square ones).
     """
 
     method: str = "convex-r"
@@ -101,6 +106,7 @@ class ConvertOptions:
     related: str = "any"
     iou_model: tuple[float, ...] | None = None
     recentre: int = 1
+    max_aspect: float = 2.5
 
     def __post_init__(self) -> None:
         if self.method not in AMODAL_METHODS:
@@ -116,8 +122,9 @@ class ConvertOptions:
 
 @dataclass
 class Work:
-    """One image in flight: its live instances, their crops and network windows (around each visible
-    box, until completion recentres those of the occluded), pairs and order."""
+    """One image in flight: its live instances, their crops and network windows (square around each
+    visible box for ordering; completion narrows those of elongated objects and recentres those of
+    the occluded), pairs and order."""
 
     image: ImageRecord
     live: list[Instance]
@@ -221,9 +228,15 @@ def amodal_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer, 
         wanted = [q for q in wanted if works[q[0]].crops[q[1]] is not EMPTY]
     if opts.skip_unoccluded and opts.clip_to_occluders and opts.keep_visible:  # clipped back to the visible mask
         wanted = [q for q in wanted if q[2]]
-    reusable = opts.completion_resize == "nearest"  # the ordering patches are nearest-resized
-    fresh = [q for q in wanted if not (reusable and q in reuse)]
-    probs = dict(reuse) if reusable else {}
+    narrowed = set()
+    for w, i, members in wanted:
+        window = completion_window(works[w].live[i].bbox, opts.enlarge, opts.side_ratio, opts.max_aspect)
+        if window != works[w].windows[i]:
+            works[w].windows[i] = window
+            narrowed.add((w, i, members))
+    # the ordering patches are nearest-resized on square windows
+    probs = {q: p for q, p in reuse.items() if q not in narrowed} if opts.completion_resize == "nearest" else {}
+    fresh = [q for q in wanted if q not in probs]
     if fresh:
         probs.update(zip(fresh, run_queries(works, fresh, completer, opts, opts.completion_resize)[2]))
     out = [list(work.crops) for work in works]
@@ -240,7 +253,8 @@ def amodal_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer, 
             break
         for w, i, _ in again:
             x0, y0, x1, y1 = out[w][i].window
-            works[w].windows[i] = square_window((x0, y0, x1 - x0, y1 - y0), opts.enlarge, opts.side_ratio)
+            box = (x0, y0, x1 - x0, y1 - y0)
+            works[w].windows[i] = completion_window(box, opts.enlarge, opts.side_ratio, opts.max_aspect)
         probs.update(zip(again, run_queries(works, again, completer, opts, opts.completion_resize)[2]))
         for w, i, members in again:
             out[w][i] = completion(probs[(w, i, members)], works[w], i, members, opts.amodal_th, opts)

@@ -109,7 +109,8 @@ def patches(
         for m in eraser_members:
             eraser |= resample(crops[m], window, size)
     if dilate:
-        eraser = dilate_square(eraser, max(1, round(dilate * size / (window[2] - window[0]))))
+        width, height = window[2] - window[0], window[3] - window[1]
+        eraser = dilate_square(eraser, max(1, round(dilate * size / width)), max(1, round(dilate * size / height)))
     return modal.astype(np.uint8), eraser.astype(np.uint8)
 
 

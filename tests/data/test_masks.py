@@ -6,9 +6,11 @@ from pycocotools import mask as mask_utils
 from amodalize.data.masks import (
     EMPTY,
     Crop,
+    completion_window,
     compressed_counts,
     convex_hull,
     decode_crop,
+    dilate_square,
     encode_crop,
     resample,
     resample_cover,
@@ -17,6 +19,7 @@ from amodalize.data.masks import (
     rle_bbox,
     rle_iou,
     rle_minus,
+    square_window,
     tight,
     to_rle,
     touching,
@@ -150,6 +153,43 @@ def test_resample_is_cv2_nearest_resize_of_the_zero_padded_window():
             padded = crop.within(window).astype(np.uint8)
             expected = cv2.resize(padded, (out, out), interpolation=cv2.INTER_NEAREST) > 0
             assert np.array_equal(resample(crop, window, out), expected)
+
+
+def test_resample_of_a_rectangular_window_is_cv2_nearest_resize_to_a_square():
+    """Completion windows of elongated objects are not square: each axis is resized on its own."""
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        h, w = rng.integers(1, 40, 2)
+        crop = Crop(rng.random((h, w)) > 0.5, int(rng.integers(-10, 30)), int(rng.integers(-10, 30)))
+        x0, y0 = int(rng.integers(-40, 60)), int(rng.integers(-40, 60))
+        window = (x0, y0, x0 + int(rng.integers(1, 120)), y0 + int(rng.integers(1, 30)))
+        padded = crop.within(window).astype(np.uint8)
+        expected = cv2.resize(padded, (16, 16), interpolation=cv2.INTER_NEAREST) > 0
+        assert np.array_equal(resample(crop, window, 16), expected)
+
+
+def test_completion_window_narrows_elongated_boxes_across_their_length():
+    for box in ((10, 20, 300, 20), (40, 5, 20, 300)):
+        square = square_window(box)
+        assert completion_window(box, max_aspect=0) == square
+        x0, y0, x1, y1 = completion_window(box, max_aspect=2.5)
+        long_side, across = (x1 - x0, y1 - y0) if box[2] > box[3] else (y1 - y0, x1 - x0)
+        assert long_side == square[2] - square[0]  # along the object: the square window's side
+        assert across == int(long_side * 2.5 * 20 / 300)
+        # the box fills the window as a 2.5:1 box fills a square one
+        assert max(box[2], box[3]) / long_side / (min(box[2], box[3]) / across) == pytest.approx(2.5, rel=0.05)
+        centre = (box[0] + box[2] / 2, box[1] + box[3] / 2)
+        assert abs((x0 + x1) / 2 - centre[0]) <= 1 and abs((y0 + y1) / 2 - centre[1]) <= 1
+    for box in ((0, 0, 50, 20), (0, 0, 20, 20)):  # at most 2.5 times as long as wide: square
+        assert completion_window(box, max_aspect=2.5) == square_window(box)
+
+
+def test_dilate_square_grows_rows_and_columns_by_their_own_amounts():
+    mask = np.zeros((9, 9), bool)
+    mask[4, 4] = True
+    grown = dilate_square(mask, 1, 3)
+    assert np.array_equal(np.argwhere(grown).min(0), [1, 3]) and np.array_equal(np.argwhere(grown).max(0), [7, 5])
+    assert np.array_equal(dilate_square(mask, 2, None), dilate_square(mask, 2, 2))
 
 
 def test_resample_linear_is_the_reference_bilinear_crop_resize():

@@ -15,6 +15,7 @@ from amodalize.infer.amodal import paste
 from amodalize.infer.batcher import Completer
 from amodalize.infer.convert import ConvertOptions, amodal_pcnet, completion, prepare
 from amodalize.infer.hosts import MESSAGE_QUERIES, convert_dataset, message_queries
+from amodalize.infer.order import patches
 from amodalize.models.unet import UNet
 from tests.conftest import invoke, regions
 from tests.models.test_unet import to_reference
@@ -184,7 +185,7 @@ def bar_behind_bar(width=240):
     back[30:46, 10:200] = True
     front = np.zeros_like(back)
     front[28:48, 30:210] = True
-    image = ImageRecord(1, 64, width, None, {"id": 1})
+    image = ImageRecord(1, width, 64, None, {"id": 1})
     insts = [
         Instance(k, 1, 1, encode_crop(Crop(m), 64, width), list(map(float, cv2.boundingRect(m.astype(np.uint8)))))
         for k, m in ((1, back & ~front), (2, front))
@@ -286,3 +287,50 @@ def test_pasting_the_probability_keeps_large_outlines_smooth():
     assert ious["probability"] > ious["binary"] > 0.9
     with pytest.raises(ValueError, match="paste resize"):
         paste(prob, (0, 0, 160, 160), 0.5, 160, 160, "nearest")
+
+
+def pole_behind_box():
+    """A 4-px-thick pole 216 px long (instance 0) whose middle is hidden behind a box (1)."""
+    pole = np.zeros((64, 256), bool)
+    pole[30:34, 20:236] = True
+    box = np.zeros_like(pole)
+    box[16:48, 108:148] = True
+    image = ImageRecord(1, 256, 64, None, {"id": 1})
+    insts = [
+        Instance(k, 1, 1, encode_crop(Crop(m), 64, 256), list(map(float, cv2.boundingRect(m.astype(np.uint8)))))
+        for k, m in ((1, pole & ~box), (2, box))
+    ]
+    return insts, image, pole
+
+
+def test_an_elongated_object_is_completed_on_a_window_narrowed_across_it():
+    """In a square 16-px view of the pole's 237-px window a patch pixel is 15 image pixels tall, so
+    the part joined behind the box comes back as a band five times the pole's thickness; on the
+    window narrowed to 2.5:1 the pole is 7 patch pixels thick and comes back nearly as it is."""
+    ious, windows = {}, {}
+    for max_aspect in (0.0, 2.5):
+        insts, image, pole = pole_behind_box()
+        opts = ConvertOptions("pcnet", "pcnet", max_aspect=max_aspect, recentre=0)
+        work = prepare(image, insts, opts)
+        work.order = np.array([[0, -1], [1, 0]])  # the box occludes the pole
+        completer = Completer(HullNet(), 16, device=torch.device("cpu"))
+        got = amodal_pcnet([work], opts, completer, {})[0][0].within((0, 0, 256, 64))
+        ious[max_aspect] = (got & pole).sum() / (got | pole).sum()
+        windows[max_aspect] = work.windows[0]
+    assert ious[2.5] > 0.95 and ious[0.0] < 0.65
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = windows[0.0], windows[2.5]
+    assert ax1 - ax0 == ay1 - ay0 == bx1 - bx0 and by1 - by0 == int((bx1 - bx0) * 2.5 * 4 / 216)
+
+
+def test_patches_and_paste_of_a_rectangular_window_keep_image_scale():
+    """A window 4x wider than tall: each axis is resampled on its own, the eraser grown by its own
+    share of each axis, and P(fg) is pasted back at the window's own width and height."""
+    crops = [Crop(np.ones((10, 40), bool), 20, 5), Crop(np.ones((20, 40), bool), 60, 0)]
+    window = (0, 0, 160, 40)
+    modal, eraser = patches(crops, [window], 0, [1], 16)
+    assert modal.sum() == 4 * 4 and eraser.sum() == 4 * 8  # 40x10 and 40x20 image pixels
+    grown = patches(crops, [window], 0, [1], 16, dilate=10)[1]  # 10 image px: 1 patch column, 4 rows
+    assert np.array_equal(np.argwhere(grown).min(0), [0, 5]) and np.array_equal(np.argwhere(grown).max(0), [11, 10])
+    prob = eraser.astype(np.float32)
+    pasted = paste(prob, window, 0.5, 40, 160).within((0, 0, 160, 40))
+    assert pasted[0:20, 60:100].sum() == pasted.sum() == 40 * 20 - 4  # bilinear rounds the corners off
