@@ -15,6 +15,8 @@ import yaml
 
 from amodalize.errors import InputError
 
+# How a network takes an object's category (``model.categories``).
+CATEGORY_INPUTS = ("none", "multiply")
 # The value of a setting measured from the data when the run starts, and the settings that take it.
 AUTO = "auto"
 AUTO_FIELDS = {"data.gap"}
@@ -27,10 +29,15 @@ class ModelConfig:
     widen: UNet width factor (paper: 2, 3.35M parameters; 1 gives 0.84M).
     init: 'xavier' (the reference's xavier_normal with gain 0.02, learns slowly on small budgets)
         or 'default' (PyTorch's initialisation).
+    categories: how the network takes an object's category: 'none' (the visible mask alone; a
+        category id is a name, so renumbering the categories changes nothing) or 'multiply' (the
+        reference's ``use_category``: the mask channel times the id; the kins preset, to reproduce
+        the paper on KINS's ids 1..8; on COCOA's single id 1 the two are the same).
     """
 
     widen: float = 2.0
     init: str = "xavier"
+    categories: str = "none"
 
 
 @dataclass
@@ -172,6 +179,7 @@ class TrainConfig:
                 ("optim.optimizer", o.optimizer, ("sgd", "adam")),
                 ("optim.schedule", o.schedule, SCHEDULES),
                 ("model.init", self.model.init, ("xavier", "default")),
+                ("model.categories", self.model.categories, CATEGORY_INPUTS),
             ]
         )
         if d.input_size % 16:
@@ -190,12 +198,14 @@ class ContentModelConfig:
     depth: generator levels (input side / 2**depth is the bottleneck side; at most log2(input_size)).
     max_width: cap on the generator's channels.
     disc_base: channels of the discriminator's first convolution.
+    categories: how the generator takes an object's category, as PCNet-M's ``model.categories``.
     """
 
     base: int = 64
     depth: int = 7
     max_width: int = 512
     disc_base: int = 64
+    categories: str = "none"
 
 
 @dataclass
@@ -255,7 +265,7 @@ class ContentConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first impossible setting."""
         o, d, m = self.optim, self.data, self.model
-        _check_choices([("optim.schedule", o.schedule, SCHEDULES)])
+        _check_choices([("optim.schedule", o.schedule, SCHEDULES), ("model.categories", m.categories, CATEGORY_INPUTS)])
         if d.input_size % 2**m.depth:
             raise ValueError(f"data.input_size {d.input_size} must be a multiple of 2**model.depth = {2**m.depth}")
         if len(o.betas) != 2:

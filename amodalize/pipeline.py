@@ -63,7 +63,9 @@ def load_completer(
         keep_freed_memory()
         if freeze:
             model = freeze_for_cpu(model, loaded.input_size)
-    completer = Completer(model, loaded.input_size, device=dev, batch_size=batch, amp=False, tta=tta)
+    completer = Completer(
+        model, loaded.input_size, device=dev, batch_size=batch, amp=False, tta=tta, categories=loaded.categories
+    )
     info = {
         "path": str(path),
         "shipped_model": shipped,
@@ -73,8 +75,18 @@ def load_completer(
         "calibration": loaded.calibration,
         "gap_calibrations": list(loaded.gap_calibrations),
         "tta": tta,
+        "categories": loaded.categories,
+        "categories_seen": None if loaded.categories_seen is None else list(loaded.categories_seen),
     }
     return completer, info
+
+
+def unseen_categories(dataset: Dataset, ckpt_info: dict | None) -> list[int]:
+    """Category ids of ``dataset`` that a model taking categories ('multiply') never saw in training
+    (none for a model that ignores them, or whose training ids are not recorded)."""
+    if not ckpt_info or ckpt_info["categories"] != "multiply" or ckpt_info["categories_seen"] is None:
+        return []
+    return sorted({i.category_id for i in dataset.instances} - set(ckpt_info["categories_seen"]))
 
 
 # The reference test protocol (reference protocol §6.1): every setting `convert --reference` fixes.
@@ -333,6 +345,9 @@ def convert_file(
     store.remove()
     summary = _summary(part, results, completer, opts, time.perf_counter() - start)
     summary["decided"] = decided
+    unseen = unseen_categories(part, ckpt_info)
+    if unseen:
+        summary["categories_unseen"] = unseen
     if ckpt_info:
         shipped = ckpt_info["shipped_model"]
         summary["model"] = f"the shipped model {shipped!r}" if shipped else ckpt_info["path"]
@@ -344,9 +359,11 @@ def _summary(
 ) -> dict:
     grown = sum(r.calibration[0] for r in results.values())
     visible = sum(r.calibration[1] for r in results.values())
+    completed = sum(len(r.amodal) for r in results.values())
     summary = {
         "images": len(dataset.images),
-        "instances": sum(1 for i in dataset.instances if not i.iscrowd),
+        "instances": completed,
+        "kept": sum(1 for i in dataset.instances if not i.iscrowd) - completed,
         "edges": sum(len(r.edges) for r in results.values()),
         "pairs": sum(r.pairs_tested for r in results.values()),
         "cyclic_images": sum(r.cyclic for r in results.values()),

@@ -23,7 +23,7 @@ import numpy as np
 from amodalize.data.formats import coco, read_dataset
 from amodalize.data.formats.common import load_json, require
 from amodalize.data.records import Dataset, ImageRecord
-from amodalize.data.writer import write_json_atomic
+from amodalize.data.writer import current_umask, write_json_atomic
 from amodalize.errors import InputError
 from amodalize.evaluate import evaluate
 from amodalize.quality import Estimate, measured_iou_of_occluded, summarize
@@ -251,8 +251,18 @@ def _image_card(image: ImageRecord, rank: int, low: float, picture: str, doc_ite
     )
 
 
-def build_page(summary: dict, measured: dict | None, cards: list[str], source: Path, top: int) -> str:
-    """The whole ``index.html``."""
+def blank_note(blank: int, shown: int, search: Path) -> str:
+    """The page's line on pictures drawn without their image ('' when every image was found)."""
+    if not blank:
+        return ""
+    return (
+        f"{blank} of the {shown} images were not found under {search} (by their file_name) and are drawn on "
+        "blank canvases; give the folder that holds them with --images-dir."
+    )
+
+
+def build_page(summary: dict, measured: dict | None, cards: list[str], source: Path, top: int, note: str = "") -> str:
+    """The whole ``index.html``; ``note``: a warning shown above the pictures."""
     s = summary
     hidden = f"{s['hidden_area']:,} px ({100 * s['hidden_share']:.1f}% of the visible area)"
     counts = [
@@ -295,6 +305,7 @@ def build_page(summary: dict, measured: dict | None, cards: list[str], source: P
         f"<p>Edges are labelled with their confidence, objects with their annotation id. These images and "
         f'their annotations are in <a href="{REVIEW_FILE}"><code>{REVIEW_FILE}</code></a> (COCO) to correct '
         f"in an annotation tool; up to {top} are shown (<code>--top</code>).</p>"
+        f"{f'<p class=note>{html.escape(note)}</p>' if note else ''}"
         f"{''.join(cards)}<h2>Provenance</h2><table>{_provenance(s['provenance'])}</table></body></html>"
     )
 
@@ -327,17 +338,20 @@ def write_report(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        tmp.chmod(0o755)  # mkdtemp's 0700 would keep the page from a web server or another user
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would keep the page from a web server or another user
         (tmp / "images").mkdir()
         if on_start:
             on_start(len(ranked))
-        cards = []
+        cards, blank = [], 0
+        # without --images-dir, the image files are looked for beside the converted file
+        search = converted.parent if images_dir is None else images_dir
         for rank, (image_id, low) in enumerate(ranked, start=1):
             image = images[image_id]
-            background = background_of(image, images_dir)
+            background = background_of(image, search)
             note = ""
-            if images_dir is not None and background is None:
-                note = f"image file {image.file_name!r} not found in {images_dir}: drawn on a blank canvas"
+            if background is None:
+                blank += 1
+                note = f"image file {image.file_name!r} not found in {search}: drawn on a blank canvas"
             picture = f"images/{image_id}.jpg"
             canvas = thumbnail(image, dataset, background, items["edges"].get(image_id, []))
             cv2.imwrite(str(tmp / picture), canvas, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
@@ -345,11 +359,17 @@ def write_report(
             if on_progress:
                 on_progress()
         write_json_atomic(tmp / REVIEW_FILE, subset)
-        (tmp / INDEX).write_text(build_page(summary, measured, cards, converted, top), encoding="utf-8")
+        warning = blank_note(blank, len(cards), search)
+        (tmp / INDEX).write_text(build_page(summary, measured, cards, converted, top, warning), encoding="utf-8")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"summary": summary, "measured": measured, "shown": len(ranked)}
+    return {
+        "summary": summary,
+        "measured": measured,
+        "shown": len(ranked),
+        "blank_note": warning,
+    }

@@ -10,6 +10,7 @@ import numpy as np
 
 from amodalize.data.masks import EMPTY, decode_crop
 from amodalize.data.records import Dataset, ImageRecord, Instance
+from amodalize.errors import InputError
 
 DASH = 6  # contour points per dash and per gap
 
@@ -83,9 +84,13 @@ def background_of(image: ImageRecord, images_dir: Path | None) -> np.ndarray | N
 def write_pictures(
     dataset: Dataset, out_dir: Path, image_ids: list[int] | None = None, images_dir: Path | None = None
 ) -> list[Path]:
-    """Write ``<image id>.png`` per chosen image into ``out_dir``; returns the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``<image id>.png`` per chosen image into ``out_dir``; returns the paths written.
+    Raises InputError naming the ids in ``image_ids`` that the file does not hold."""
     chosen = [im for im in dataset.images if image_ids is None or im.id in image_ids]
+    missing = sorted(set(image_ids or ()) - {im.id for im in chosen})
+    if missing:
+        raise InputError(dataset.path, f"has no image with id {', '.join(map(str, missing))}")
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for image in chosen:
         path = out_dir / f"{image.id}.png"

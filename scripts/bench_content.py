@@ -37,20 +37,20 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    generator, size = load_pcnet_c(args.checkpoint)
+    generator, size, categories = load_pcnet_c(args.checkpoint)
     saved = torch.load(args.checkpoint, map_location="cpu", weights_only=True)["config"]
     cfg = from_dict(saved, str(args.checkpoint), ContentConfig)
     bank = build_bank([read_dataset(args.data)])
     train, val = split_instances(bank, cfg.data, args.seed)
     targets = np.sort(np.concatenate([train, val]))  # every eligible instance: the whole file is held out
     batch = validation_samples(bank, targets, targets, cfg.data, args.seed, args.samples, ImageCache(args.images_dir))
-    quality = validate_content(generator, batch, device)
+    quality = validate_content(generator, batch, device, categories=categories)
 
     rgb = np.ascontiguousarray(batch["rgb"].permute(0, 2, 3, 1).numpy())
     hole, modal, category = batch["hole"].numpy(), batch["modal"].numpy(), batch["category"].numpy()
     speed = {}
     for batch_size in (1, 16, 64):
-        painter = Painter(generator, device=device, batch_size=batch_size)
+        painter = Painter(generator, device=device, batch_size=batch_size, categories=categories)
         painter(rgb[:batch_size], hole[:batch_size], modal[:batch_size], category[:batch_size])  # warm-up
         t0 = time.perf_counter()
         painter(rgb, hole, modal, category)

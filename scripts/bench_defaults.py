@@ -5,6 +5,7 @@ hand-tuned setting found with ground truth, and against the Convex / Convex^R he
         --set clean=demo/synth-test/modal.json:demo/synth-test/gt.json \
         --set cocoa=../shared/data/cocoa-demo/1.json:../shared/data/cocoa-demo/1.json,...
     python scripts/bench_defaults.py --checkpoint general --standard build/sets --no-search
+    python scripts/bench_defaults.py --checkpoint general --standard build/sets-coco --categories coco --no-search
 
 A set is NAME=INPUT:GT[,INPUT:GT...] (several files are pooled). ``--standard DIR`` adds the sets
 docs/measurements.md's tables are measured on, made in DIR on the first run (STANDARD_SETS; the COCOA ones where
@@ -19,6 +20,7 @@ one JSON document.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -26,11 +28,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amodalize.data.formats import read_dataset  # noqa: E402
-from amodalize.data.synth import SynthOptions, make_dataset, shapes_from  # noqa: E402
+from amodalize.data.masks import rle_area  # noqa: E402
+from amodalize.data.synth import CATEGORY_SETS, SynthOptions, categories_of, make_dataset, shapes_from  # noqa: E402
+from amodalize.data.writer import write_json_atomic  # noqa: E402
 from amodalize.evaluate import edge_reliability, evaluate, iou_reliability  # noqa: E402
 from amodalize.pipeline import convert_file  # noqa: E402
 
@@ -53,9 +59,11 @@ STANDARD_SETS = {
 }
 
 
-def standard_sets(folder: Path) -> dict[str, list[tuple[Path, Path]]]:
+def standard_sets(folder: Path, categories: str = "one") -> dict[str, list[tuple[Path, Path]]]:
     """The STANDARD_SETS as (input, GT) files, made in ``folder`` unless already there: the COCOA
-    demo images and the scenes of their shapes only where the demo is found."""
+    demo images and the scenes of their shapes only where the demo is found. ``categories``: the
+    objects' category ids (``synth.CATEGORY_SETS``); other than 'one', the COCOA images are given
+    as plain COCO files of their visible masks with ids drawn from that set."""
     demo = [COCOA_DEMO / f"{k}.json" for k in range(1, 6)]
     found = all(p.is_file() for p in demo)
     sets = {}
@@ -64,11 +72,44 @@ def standard_sets(folder: Path) -> dict[str, list[tuple[Path, Path]]]:
             continue
         if not (folder / name / "gt.json").is_file():
             shapes = shapes_from([read_dataset(p) for p in demo], opts.width, opts.height) if name == "shapes" else None
-            make_dataset(folder / name, images, seed, opts, shapes)
+            make_dataset(folder / name, images, seed, dataclasses.replace(opts, categories=categories), shapes)
         sets[name] = [(folder / name / "modal.json", folder / name / "gt.json")]
-    if found:
+    if found and categories == "one":
         sets["cocoa"] = [(p, p) for p in demo]
+    elif found:
+        sets["cocoa"] = [
+            (modal_with_categories(p, folder / "cocoa", categories, seed=k), p) for k, p in enumerate(demo)
+        ]
     return sets
+
+
+def modal_with_categories(path: Path, folder: Path, categories: str, seed: int) -> Path:
+    """A plain COCO file of ``path``'s visible masks (same image and annotation ids), each object's
+    category drawn from ``CATEGORY_SETS[categories]``; written into ``folder``."""
+    dataset = read_dataset(path)
+    ids = CATEGORY_SETS[categories]
+    drawn = np.random.default_rng(seed).choice(ids, len(dataset.instances))
+    doc = {
+        "images": [
+            {"id": im.id, "width": im.width, "height": im.height, "file_name": im.file_name} for im in dataset.images
+        ],
+        "annotations": [
+            {
+                "id": inst.id,
+                "image_id": inst.image_id,
+                "category_id": int(c),
+                "iscrowd": 0,
+                "segmentation": inst.modal,
+                "bbox": inst.bbox,
+                "area": rle_area(inst.modal),
+            }
+            for inst, c in zip(dataset.instances, drawn)
+        ],
+        "categories": categories_of(ids),
+    }
+    out = folder / path.name
+    write_json_atomic(out, doc)
+    return out
 
 
 def score(files: list[tuple[Path, Path]], tmp: Path, **settings: object) -> dict:
@@ -179,10 +220,16 @@ def main() -> None:
     parser.add_argument(
         "--standard", type=Path, metavar="DIR", help="Also score the standard sets, made in DIR on the first run."
     )
+    parser.add_argument(
+        "--categories",
+        choices=sorted(CATEGORY_SETS),
+        default="one",
+        help="Category ids of the standard sets' objects (the scenes and masks are the same for each).",
+    )
     args = parser.parse_args()
     if not args.sets and not args.standard:
         parser.error("give --set or --standard")
-    sets = standard_sets(args.standard) if args.standard else {}
+    sets = standard_sets(args.standard, args.categories) if args.standard else {}
     for item in args.sets:
         name, _, spec = item.partition("=")
         sets[name] = [tuple(Path(p) for p in pair.split(":")) for pair in spec.split(",")]

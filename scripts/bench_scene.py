@@ -51,8 +51,8 @@ def main() -> None:
     parser.add_argument("--hole-dilate", type=int, default=SceneOptions.hole_dilate)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    generator, size = load_pcnet_c(args.checkpoint_c)
-    painter = Painter(generator, device=torch.device(args.device), batch_size=16)
+    generator, size, categories = load_pcnet_c(args.checkpoint_c)
+    painter = Painter(generator, device=torch.device(args.device), batch_size=16, categories=categories)
     synth = SynthOptions(render=True)
 
     with tempfile.TemporaryDirectory() as tmp:

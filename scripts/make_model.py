@@ -121,7 +121,8 @@ def trained(cfg: TrainConfig, paths: list[Path], run: Path, name: str, recipe: l
         train(cfg, paths, run, resume=bool(previous), device="cpu")
     ckpt = torch.load(ckpt_path, weights_only=True)
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    shipped = {k: ckpt[k] for k in ("model", "config", "step", "data_fingerprint", "gap", "calibration")}
+    keep = ("model", "config", "step", "data_fingerprint", "gap", "calibration", "categories_seen")
+    shipped = {k: ckpt[k] for k in keep}
     card = {
         "name": name,
         "file": f"{name}.pt",

@@ -77,7 +77,8 @@ def test_coco_polygons_kept_and_kins_compat(tmp_path):
     ann = json.loads(out.read_text())["annotations"][0]
     assert ann["visible_polygons"] == poly and ann["note"] == "mine"
     assert ann["visible_bbox"] == [10, 10, 20, 20] and ann["visible_area"] == 400
-    assert ann["segmentation"] == ann["visible_mask"] == ann["inmodal_seg"]  # one instance: nothing hides it
+    assert ann["visible_mask"] == ann["inmodal_seg"]
+    assert (ann["segmentation"], ann["bbox"], ann["area"]) == (poly, [10, 10, 20, 20], 400)  # nothing hides it
     assert ann["occluded_by"] == [] and ann["occlude_rate"] == 0.0 and "source_fields" not in ann
 
 

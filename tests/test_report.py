@@ -2,8 +2,10 @@
 
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -155,9 +157,23 @@ def test_missing_image_files_are_drawn_on_a_blank_canvas(converted, tmp_path):
     data, _, _ = converted
     empty = tmp_path / "no-images"
     empty.mkdir()
-    invoke(["report", data, tmp_path / "r", "--images-dir", empty, "--top", "2"])
+    result = invoke(["report", data, tmp_path / "r", "--images-dir", empty, "--top", "2"])
     _, text = parse(tmp_path / "r" / INDEX)
     assert "not found" in text and "blank canvas" in text
+    assert "2 of the 2 images were not found" in text and "2 of the 2 images" in result.stderr
+
+
+def test_without_images_dir_the_images_beside_the_file_are_drawn(converted, tmp_path):
+    data, _, images = converted
+    beside = images / "converted.json"
+    shutil.copy(data, beside)
+    result = invoke(["report", beside, tmp_path / "r", "--top", "2"])
+    _, text = parse(tmp_path / "r" / INDEX)
+    assert "not found" not in text and "warning" not in result.stderr
+    invoke(["report", data, tmp_path / "blank", "--top", "2"])  # no images beside this one
+    for picture in (tmp_path / "r" / "images").iterdir():
+        drawn, blank = (cv2.imread(str(d / "images" / picture.name)) for d in (tmp_path / "r", tmp_path / "blank"))
+        assert drawn.shape == blank.shape and np.abs(drawn.astype(int) - blank).mean() > 5
 
 
 def test_a_rerun_replaces_its_report_and_a_foreign_folder_is_refused(converted, tmp_path):

@@ -191,12 +191,20 @@ def convert(input_json: Path, output_json: Path, checkpoint: str | None, shard: 
     console.print(
         f"wrote {target}: {summary['images']} images, {summary['instances']} instances completed, "
         f"{summary['edges']} occlusion edges from {summary['pairs']} candidate pairs, "
-        f"{summary['cyclic_images']} images with an order cycle, {summary['seconds']:.1f} s",
+        f"{summary['cyclic_images']} images with an order cycle, "
+        f"{summary['kept']} box-only or empty annotations kept as they are, {summary['seconds']:.1f} s",
         soft_wrap=True,
     )
     model = summary.get("model")
     if model:
         console.print(escape(f"PCNet-M: {model}"), soft_wrap=True)
+    if summary.get("categories_unseen"):
+        ids = ", ".join(map(str, summary["categories_unseen"]))
+        console.print(
+            f"[bold yellow]warning:[/] the model multiplies its input by the category id (model.categories "
+            f"multiply) and never saw these ids in training: {escape(ids)}",
+            soft_wrap=True,
+        )
     console.print(escape(settings_line(summary["settings"], summary["decided"])), soft_wrap=True)
     if summary["tta"]:
         fusion = summary["decided"].get("fusion_source")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from amodalize.cli.options import (
@@ -173,3 +174,5 @@ def report(
         f"estimated {', '.join(estimate)}",
         soft_wrap=True,
     )
+    if result["blank_note"]:
+        console.print(f"[bold yellow]warning:[/] {escape(result['blank_note'])}", soft_wrap=True)

@@ -48,6 +48,14 @@ from amodalize.cli.options import EXISTING_FILE, FORMAT_OPTION, OUT_DIR, console
     help="Draw the --shapes-from objects this many times larger than their share of their own image "
     "(e.g. 2: each object twice its share of the scene's side).",
 )
+@click.option(
+    "--categories",
+    type=click.Choice(["one", "coco", "zero-based"]),
+    default="one",
+    show_default=True,
+    help="Category ids of the objects: all 1, drawn from COCO's 80 ids (1-90), or from 0-79 as tools that "
+    "count from 0 export them. The scenes are the same for each.",
+)
 @FORMAT_OPTION
 def synth(
     out_dir: Path,
@@ -61,6 +69,7 @@ def synth(
     kinds: str | None,
     shape_files: tuple[Path, ...],
     shapes_scale: float,
+    categories: str,
     fmt: str | None,
 ) -> None:
     """Generate occlusion scenes with exact ground truth into OUT_DIR.
@@ -92,6 +101,7 @@ def synth(
             polygon=polygon,
             render=render,
             kinds=drawn,
+            categories=categories,
         )
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--kinds") from None

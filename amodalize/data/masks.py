@@ -76,15 +76,16 @@ def tight(mask: np.ndarray, x0: int = 0, y0: int = 0) -> Crop:
 def to_rle(segmentation: object, height: int, width: int) -> dict:
     """Any COCO segmentation (polygons, uncompressed or compressed RLE) as a compressed RLE.
 
-    This is the one place that tells the segmentation types apart; raises FormatError on
-    malformed input (polygon with fewer than 3 points, RLE of another size, unknown type).
+    This is the one place that tells the segmentation types apart; an empty polygon list is an
+    empty mask; raises FormatError on malformed input (polygon with fewer than 3 points, RLE of
+    another size, unknown type).
     """
     if isinstance(segmentation, list):
         polygons = segmentation
         if polygons and all(isinstance(v, (int, float)) for v in polygons):
             polygons = [polygons]  # COCOA stores one flat polygon
-        if not polygons:
-            raise FormatError("empty polygon list")
+        if not polygons:  # a box-only annotation (CVAT, Roboflow): an empty mask
+            return empty_rle(height, width)
         for poly in polygons:
             if not isinstance(poly, list) or not all(isinstance(v, (int, float)) for v in poly):
                 raise FormatError("polygon is not a list of numbers")
@@ -110,6 +111,11 @@ def to_rle(segmentation: object, height: int, width: int) -> dict:
     else:
         raise FormatError("segmentation is neither polygons nor RLE")
     return _jsonable(rle)
+
+
+def empty_rle(height: int, width: int) -> dict:
+    """The compressed RLE of an empty ``height`` x ``width`` mask."""
+    return _jsonable(mask_utils.frPyObjects({"size": [height, width], "counts": [height * width]}, height, width))
 
 
 def compressed_counts(text: bytes) -> np.ndarray | None:
@@ -161,6 +167,12 @@ def rle_area(rle: dict) -> int:
 def rle_bbox(rle: dict) -> list[float]:
     """Tight COCO box ``[x, y, w, h]`` of an RLE, without decoding (zeros when empty)."""
     return [float(v) for v in mask_utils.toBbox(_c(rle))]
+
+
+def box_union(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """The smallest COCO box ``[x, y, w, h]`` holding boxes ``a`` and ``b``."""
+    x0, y0 = min(a[0], b[0]), min(a[1], b[1])
+    return [x0, y0, max(a[0] + a[2], b[0] + b[2]) - x0, max(a[1] + a[3], b[1] + b[3]) - y0]
 
 
 def rle_merge(rles: Sequence[dict], intersect: bool = False) -> dict:
@@ -217,7 +229,7 @@ def encode_crop(crop: Crop, height: int, width: int) -> dict:
     column runs (pycocotools compresses them); no full-image array is made."""
     window = (max(crop.x0, 0), max(crop.y0, 0), min(crop.window[2], width), min(crop.window[3], height))
     if window[2] <= window[0] or window[3] <= window[1]:
-        return _jsonable(mask_utils.frPyObjects({"size": [height, width], "counts": [height * width]}, height, width))
+        return empty_rle(height, width)
     mask = crop.within(window)
     h = mask.shape[0]
     # per column, the 0->1 and 1->0 changes along the padded column, as image indices

@@ -20,7 +20,29 @@ from amodalize.data.records import Dataset, ImageRecord, ImageResult, Instance
 from amodalize.data.writer import augment, write_json_atomic
 
 SHAPES = ("ellipse", "convex", "concave", "rounded_box", "star", "bar", "ring")
-CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object"}]
+# COCO's 80 category ids (1..90 with gaps).
+COCO_IDS = (
+    *range(1, 12),
+    *range(13, 26),
+    27,
+    28,
+    *range(31, 45),
+    *range(46, 66),
+    67,
+    70,
+    *range(72, 83),
+    *range(84, 91),
+)
+# The category ids each object draws from: one category, COCO's ids, or 0..79 as tools that count
+# from 0 export them (Label Studio, Roboflow).
+CATEGORY_SETS = {"one": (1,), "coco": COCO_IDS, "zero-based": tuple(range(80))}
+
+
+def categories_of(ids: Sequence[int]) -> list[dict]:
+    """A COCO ``categories`` list for ``ids``."""
+    if tuple(ids) == (1,):
+        return [{"id": 1, "name": "object", "supercategory": "object"}]
+    return [{"id": i, "name": f"class {i}", "supercategory": "object"} for i in ids]
 
 
 @dataclass(frozen=True)
@@ -39,6 +61,8 @@ class SynthOptions:
     render: also paint RGB images (textured objects on textured backgrounds).
     kinds: the procedural shapes drawn, from SHAPES (e.g. only the convex ones, like the boxes,
         cans and bowls of tabletop scenes).
+    categories: the ids objects draw their category from (CATEGORY_SETS: 'one', 'coco' or
+        'zero-based'); drawn from a generator of their own, so the scenes are the same for each.
     """
 
     width: int = 256
@@ -51,8 +75,11 @@ class SynthOptions:
     polygon: float = 0.0
     render: bool = False
     kinds: tuple[str, ...] = SHAPES
+    categories: str = "one"
 
     def __post_init__(self) -> None:
+        if self.categories not in CATEGORY_SETS:
+            raise ValueError(f"unknown category set {self.categories!r}; choose from {', '.join(CATEGORY_SETS)}")
         unknown = [k for k in self.kinds if k not in SHAPES]
         if unknown or not self.kinds:
             what = f"unknown shape kinds {unknown}" if unknown else "no shape kinds given"
@@ -238,9 +265,11 @@ def make_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     records, instances, results = [], [], {}
     h, w = opts.height, opts.width
+    ids = CATEGORY_SETS[opts.categories]
     for index in range(images):
         rng = np.random.default_rng([seed, index])
         amodals, visibles, occluders = make_scene(rng, opts, shapes)
+        drawn = np.random.default_rng([seed, index, 1]).choice(ids, len(amodals))
         image_id = index + 1
         file_name = f"{image_id:06d}.png"
         source = {"id": image_id, "width": w, "height": h, "file_name": file_name}
@@ -252,13 +281,13 @@ def make_dataset(
             ann = {
                 "id": first + k,
                 "image_id": image_id,
-                "category_id": 1,
+                "category_id": int(drawn[k]),
                 "iscrowd": 0,
                 "segmentation": modal,
                 "bbox": rle_bbox(modal),
                 "area": rle_area(modal),
             }
-            instances.append(Instance(first + k, image_id, 1, modal, ann["bbox"], source=ann))
+            instances.append(Instance(first + k, image_id, ann["category_id"], modal, ann["bbox"], source=ann))
             result.amodal[first + k] = encode_crop(Crop(amodal), h, w)
             result.edges += [(first + j, first + k, 1.0, None) for j in occluders[k]]
         results[image_id] = result
@@ -273,9 +302,9 @@ def make_dataset(
         "info": info,
         "images": [r.source for r in records],
         "annotations": [i.source for i in instances],
-        "categories": CATEGORIES,
+        "categories": categories_of(ids),
     }
-    dataset = Dataset(out_dir / "modal.json", "coco", records, instances, CATEGORIES, {"info": info})
+    dataset = Dataset(out_dir / "modal.json", "coco", records, instances, categories_of(ids), {"info": info})
     gt = augment(dataset, results, meta={"method": "ground truth", "synth": info["synth"]})
     write_json_atomic(out_dir / "modal.json", modal)
     write_json_atomic(out_dir / "gt.json", gt)

@@ -6,7 +6,8 @@ kept verbatim as ``visible_polygons``); ``invisible_mask`` = amodal minus visibl
 invisible / amodal area, ``occluded_by`` = sorted ids of the direct occluders, and, where the
 conversion estimates it, ``amodal_confidence`` = the estimated IoU of the amodal mask with the truth.
 Any other input value amodalize overwrites (e.g. COCOA's annotated amodal polygon) is kept under
-``source_fields``. Per file: ``occlusion_pairs`` (the order graph; each edge's ``score`` and, with
+``source_fields``. Crowd regions and annotations with an empty visible mask (box-only ones) are
+written back as they came. Per file: ``occlusion_pairs`` (the order graph; each edge's ``score`` and, with
 fused ordering, ``confidence`` = P(this occluder is in front)) and ``info.amodalize`` (how it was made).
 """
 
@@ -18,7 +19,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from amodalize.data.masks import rle_area, rle_bbox, rle_minus
+from amodalize.data.masks import box_union, rle_area, rle_bbox, rle_minus
 from amodalize.data.records import Dataset, ImageResult, Instance
 from amodalize.errors import InputError
 
@@ -27,16 +28,25 @@ MOVED_FROM_COCO = ("segmentation", "bbox", "area")
 
 
 def annotation_fields(inst: Instance, amodal: dict, occluders: list[int], fmt: str, kins: bool) -> dict:
-    """The fields amodalize sets on one annotation."""
+    """The fields amodalize sets on one annotation.
+
+    From a COCO input, an object whose amodal mask is its visible mask keeps its input
+    segmentation, box and area as they were (rasterising thin polygons loses pixels), and an
+    occluded object's amodal box holds its input box."""
     visible_area = rle_area(inst.modal)
     src = inst.source
     from_coco = fmt == "coco"
     area = rle_area(amodal)
     invisible = rle_minus(amodal, inst.modal)
     invisible_area = rle_area(invisible)
+    segmentation, bbox = amodal, rle_bbox(amodal)
+    if from_coco and invisible_area == 0 and area == visible_area:
+        segmentation, bbox, area = src["segmentation"], src.get("bbox", bbox), src.get("area", area)
+    elif from_coco and _is_box(src.get("bbox")):
+        bbox = box_union(bbox, src["bbox"])
     fields = {
-        "segmentation": amodal,
-        "bbox": rle_bbox(amodal),
+        "segmentation": segmentation,
+        "bbox": bbox,
         "area": area,
         "visible_mask": inst.modal,
         "visible_bbox": src["bbox"] if from_coco and "bbox" in src else rle_bbox(inst.modal),
@@ -49,6 +59,11 @@ def annotation_fields(inst: Instance, amodal: dict, occluders: list[int], fmt: s
         fields["inmodal_seg"] = inst.modal
         fields["inmodal_bbox"] = fields["visible_bbox"]
     return fields
+
+
+def _is_box(value: object) -> bool:
+    """True for a COCO box: four numbers."""
+    return isinstance(value, list) and len(value) == 4 and all(isinstance(v, (int, float)) for v in value)
 
 
 def augment(dataset: Dataset, results: dict[int, ImageResult], meta: dict, compat_kins: bool = False) -> dict:
@@ -68,7 +83,8 @@ def augment(dataset: Dataset, results: dict[int, ImageResult], meta: dict, compa
     annotations = []
     for inst in dataset.instances:
         ann = dict(inst.source)
-        if not inst.iscrowd:
+        # crowd regions, and box-only or empty annotations (nothing to complete), stay as they came
+        if not inst.iscrowd and inst.id in results[inst.image_id].amodal:
             amodal = results[inst.image_id].amodal[inst.id]
             new = annotation_fields(inst, amodal, occluded_by[inst.id], dataset.format, compat_kins)
             if inst.id in results[inst.image_id].amodal_confidence:
@@ -96,12 +112,21 @@ def augment(dataset: Dataset, results: dict[int, ImageResult], meta: dict, compa
     return doc
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | Path, doc: object) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it over: never half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600), and the rename would keep that
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(doc, f, separators=(",", ":"))
         os.replace(tmp, path)

@@ -322,6 +322,8 @@ def _finish(work: Work, completed: list[Crop] | None) -> ImageResult:
         for a, b, s in edges(work.order, work.score)
     ]
     for k, inst in enumerate(work.live):
+        if work.crops[k] is EMPTY and (completed is None or completed[k] is EMPTY):
+            continue  # a box-only or empty annotation: nothing to complete, left as it came
         if work.iou is not None:
             result.amodal_confidence[inst.id] = round(float(work.iou[k]), 4)
         if completed is None:

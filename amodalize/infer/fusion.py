@@ -85,10 +85,11 @@ class OrderFusion:
         return cls(tuple(d["weights"]), d["pairs"], d["accuracy"], d["pcnet_accuracy"], d["convex_accuracy"])
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = RIDGE, steps: int = 50) -> np.ndarray:
-    """Weights of a logistic regression without intercept (Newton's method, L2 ``ridge`` per sample)."""
+def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float | np.ndarray = RIDGE, steps: int = 50) -> np.ndarray:
+    """Weights of a logistic regression of ``y`` (0/1, or soft labels in [0, 1]) on ``x`` without
+    intercept (Newton's method, L2 ``ridge`` per sample: one for all weights, or one per weight)."""
     w = np.zeros(x.shape[1])
-    penalty = ridge * len(y) * np.eye(x.shape[1])
+    penalty = len(y) * np.diag(np.broadcast_to(np.asarray(ridge, dtype=np.float64), (x.shape[1],)))
     for _ in range(steps):
         p = 1.0 / (1.0 + np.exp(-(x @ w)))
         grad = x.T @ (p - y) + penalty @ w
@@ -136,9 +137,17 @@ def decide(
     return order, confidence
 
 
+# The IoU model's link: a logistic one keeps every estimate inside (0, 1) (a linear fit clipped to
+# [0, 1] put 98 of 425 occluded objects of a real COCO file at exactly 0).
+IOU_LINK = "logistic"
+# Estimates are kept this far from 0 and 1, so that none rounds to a certainty.
+IOU_MARGIN = 1e-4
+
+
 @dataclass(frozen=True)
 class IoUModel:
-    """Estimated IoU of a completed mask with the truth: ``clip(features @ weights, 0, 1)``.
+    """Estimated IoU of a completed mask with the truth: ``sigmoid(features @ weights)``, always
+    inside (0, 1) and increasing in ``features @ weights``.
 
     weights: one per IOU_FEATURES entry. instances: calibration objects it was fitted on;
     mean_abs_error: its error on them.
@@ -150,23 +159,27 @@ class IoUModel:
 
     def estimate(self, features: np.ndarray) -> np.ndarray:
         """Estimated IoU ``[N]`` for ``[N, F]`` features."""
-        return np.clip(features @ np.asarray(self.weights), 0.0, 1.0)
+        iou = 1.0 / (1.0 + np.exp(-(features @ np.asarray(self.weights))))
+        return np.clip(iou, IOU_MARGIN, 1.0 - IOU_MARGIN)
 
     def to_json(self) -> dict:
-        return {"features": list(IOU_FEATURES), **self.__dict__, "weights": list(self.weights)}
+        return {"features": list(IOU_FEATURES), "link": IOU_LINK, **self.__dict__, "weights": list(self.weights)}
 
     @classmethod
     def from_json(cls, d: dict) -> IoUModel:
         if list(d.get("features", IOU_FEATURES)) != list(IOU_FEATURES):
             raise ValueError(f"IoU-model features {d['features']} are not this version's {list(IOU_FEATURES)}")
+        if d.get("link") != IOU_LINK:
+            raise ValueError(f"IoU-model link {d.get('link', 'linear')!r} is not this version's {IOU_LINK!r}")
         return cls(tuple(d["weights"]), d["instances"], d["mean_abs_error"])
 
 
 def fit_iou(features: np.ndarray, iou: np.ndarray) -> IoUModel:
-    """Least squares (lightly ridged) of ``iou[N]`` on ``[N, F]`` features."""
-    ridge = RIDGE * len(iou) * np.eye(features.shape[1])
-    ridge[0, 0] = 0.0  # the intercept is not shrunk
-    w = np.linalg.solve(features.T @ features + ridge, features.T @ iou)
+    """Logistic regression of ``iou[N]`` (the IoUs as soft labels, lightly ridged) on ``[N, F]``
+    features, whose first column is the intercept."""
+    ridge = np.full(features.shape[1], RIDGE)
+    ridge[0] = 0.0  # the intercept is not shrunk
+    w = fit_logistic(features, np.clip(iou, 0.0, 1.0), ridge)
     model = IoUModel(tuple(round(float(v), 6) for v in w), len(iou))
     error = float(np.mean(np.abs(model.estimate(features) - iou))) if len(iou) else 0.0
     return IoUModel(model.weights, len(iou), round(error, 4))

@@ -12,13 +12,14 @@ masks, whose channels only ever differ between the two halves of a skip concaten
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from amodalize.errors import InputError
-from amodalize.models.pcnet_m import load_checkpoint
+from amodalize.models.pcnet_m import LEGACY_CATEGORY_INPUT, load_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,7 +49,7 @@ def pack_content_input(
         rgb (Tensor[B, 3, S, S]): uint8 or [0, 1] float RGB crop.
         hole (Tensor[B, S, S]): 0/1, the pixels to paint.
         modal (Tensor[B, S, S]): 0/1 visible mask of the object (its erased modal mask).
-        category (Tensor[B] or float): category id multiplier of the modal channel.
+        category (Tensor[B] or float): multiplier of the modal channel (``pcnet_m.category_factor``).
     """
     image = normalize(rgb.float() / 255 if rgb.dtype == torch.uint8 else rgb.float())
     valid = 1 - hole.float().unsqueeze(1)
@@ -106,7 +107,7 @@ class PConvUNet(nn.Module):
     """The PCNet-C generator: a partial-convolution UNet (reference: PConvUNet, layer_size 7).
 
     Args:
-        in_channels (int): input channels (PCNet-C: 4 = RGB + modal x category).
+        in_channels (int): input channels (PCNet-C: 4 = RGB + modal, times the category under 'multiply').
         out_channels (int): output channels (3 = RGB).
         base (int): channels of the first level; level k has ``min(base * 2**k, max_width)``.
         depth (int): levels; encoder kernels 7, 5, 5, then 3 (stride 2 each), so inputs must be
@@ -226,8 +227,17 @@ def build_generator(model_cfg: dict) -> PConvUNet:
     return PConvUNet(4, 3, base=model_cfg["base"], depth=model_cfg["depth"], max_width=model_cfg["max_width"])
 
 
-def load_pcnet_c(path: str | Path) -> tuple[PConvUNet, int]:
-    """A PCNet-C checkpoint of ``amodalize train --model pcnet-c`` as (generator in eval mode, input size)."""
+class LoadedPCNetC(NamedTuple):
+    """A loaded PCNet-C: the generator in eval mode, its input size and how it takes categories
+    (``model.categories``)."""
+
+    generator: PConvUNet
+    input_size: int
+    categories: str
+
+
+def load_pcnet_c(path: str | Path) -> LoadedPCNetC:
+    """A PCNet-C checkpoint of ``amodalize train --model pcnet-c``."""
     ckpt = load_checkpoint(path)
     if not (isinstance(ckpt, dict) and ckpt.get("kind") == "pcnet-c"):
         raise InputError(path, "is not a PCNet-C checkpoint (train one with `amodalize train --model pcnet-c`)")
@@ -236,4 +246,7 @@ def load_pcnet_c(path: str | Path) -> tuple[PConvUNet, int]:
         generator.load_state_dict(ckpt["generator"])
     except RuntimeError as e:
         raise InputError(path, f"weights do not fit the generator of its config ({str(e).splitlines()[0]})") from None
-    return generator.eval(), int(ckpt["config"]["data"]["input_size"])
+    cfg = ckpt["config"]
+    return LoadedPCNetC(
+        generator.eval(), int(cfg["data"]["input_size"]), cfg["model"].get("categories", LEGACY_CATEGORY_INPUT)
+    )

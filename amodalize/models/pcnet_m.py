@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 
+from amodalize.config import CATEGORY_INPUTS
 from amodalize.errors import InputError
 from amodalize.models.unet import UNet
 
@@ -24,14 +25,27 @@ _REFERENCE_KEYS = [
 ]
 
 
+# What a checkpoint that does not say how it takes categories was trained with (every amodalize
+# checkpoint before the setting existed, and the reference's).
+LEGACY_CATEGORY_INPUT = "multiply"
+
+
+def category_factor(categories: str, ids: torch.Tensor) -> torch.Tensor | float:
+    """What multiplies the visible-mask channel under a model's ``categories`` input: the ids
+    ``[B]`` for 'multiply', 1 for 'none'."""
+    if categories not in CATEGORY_INPUTS:
+        raise ValueError(f"unknown category input {categories!r}; choose from {', '.join(CATEGORY_INPUTS)}")
+    return ids if categories == "multiply" else 1.0
+
+
 def pack_input(modal: torch.Tensor, eraser: torch.Tensor, category: torch.Tensor | float = 1.0) -> torch.Tensor:
-    """Network input ``[B, 2, H, W]``: the modal mask with eraser pixels removed, times the
-    category id, and the eraser.
+    """Network input ``[B, 2, H, W]``: the modal mask with eraser pixels removed, times
+    ``category``, and the eraser.
 
     Args:
         modal (Tensor[B, H, W]): 0/1 target mask.
         eraser (Tensor[B, H, W]): 0/1 eraser mask.
-        category (Tensor[B] or float): category id multiplier (COCOA: 1; KINS: 1..8).
+        category (Tensor[B] or float): multiplier of the mask channel (``category_factor``).
     """
     modal, eraser = modal.float(), eraser.float()
     if isinstance(category, torch.Tensor):
@@ -80,14 +94,17 @@ def reference_state_dict(path: str | Path, model: UNet) -> dict[str, torch.Tenso
 
 class LoadedPCNetM(NamedTuple):
     """A loaded PCNet-M: the model in eval mode, its input size, its kind ('amodalize' or
-    'reference') and, for calibrated amodalize checkpoints, the calibration record of its training
-    data's gap and any made at other gaps (``gap_calibrations``: thresholds and dilation only)."""
+    'reference'), for calibrated amodalize checkpoints the calibration record of its training
+    data's gap and any made at other gaps (``gap_calibrations``: thresholds and dilation only), how
+    it takes categories (CATEGORY_INPUTS) and the category ids it was trained on, where recorded."""
 
     model: UNet
     input_size: int
     kind: str
     calibration: dict | None = None
     gap_calibrations: tuple[dict, ...] = ()
+    categories: str = LEGACY_CATEGORY_INPUT
+    categories_seen: tuple[int, ...] | None = None
 
 
 def load_pcnet_m(path: str | Path) -> LoadedPCNetM:
@@ -112,6 +129,8 @@ def load_pcnet_m(path: str | Path) -> LoadedPCNetM:
             "amodalize",
             ckpt.get("calibration"),
             tuple(ckpt.get("gap_calibrations", ())),
+            cfg["model"].get("categories", LEGACY_CATEGORY_INPUT),
+            tuple(ckpt["categories_seen"]) if ckpt.get("categories_seen") is not None else None,
         )
     model = UNet(2, 2, widen=2)
     model.load_state_dict(reference_state_dict(path, model))

@@ -45,7 +45,7 @@ class UNet(nn.Module):
     """UNet with channel widths ``int(16 * widen) * (1, 2, 4, 8, 8)``.
 
     Args:
-        in_channels (int): input channels (PCNet-M: 2 = modal x category and eraser; +3 with RGB).
+        in_channels (int): input channels (PCNet-M: 2 = modal and eraser; +3 with RGB).
         n_classes (int): output channels (PCNet-M: 2 = background / foreground logits).
         widen (float): width factor; the paper's model is 2 (3,352,002 parameters), 1 gives 839,650.
 

@@ -73,7 +73,10 @@ def objects_from_results(dataset: Dataset, image: ImageRecord, result: object) -
     occluded_by: dict[int, list[int]] = {i.id: [] for i in insts}
     for front, back, *_ in result.edges:
         occluded_by[back].append(front)
-    return [SceneObject(i, decode_crop(i.modal), decode_crop(result.amodal[i.id]), occluded_by[i.id]) for i in insts]
+    return [
+        SceneObject(i, decode_crop(i.modal), decode_crop(result.amodal.get(i.id, i.modal)), occluded_by[i.id])
+        for i in insts
+    ]
 
 
 def layers_doc(scene: Scene, image_path: Path, provenance: dict) -> dict:
@@ -193,9 +196,10 @@ def deocclude_file(
     if shard is not None:
         images = images[shard[0] :: shard[1]]
     check_images(images, images_dir)
-    generator, size = load_pcnet_c(checkpoint_c)
+    generator, size, categories = load_pcnet_c(checkpoint_c)
     dev = resolve_device(device)
-    painter = Painter(generator, device=dev, batch_size=batch_size or default_batch_size(dev, size))
+    batch = batch_size or default_batch_size(dev, size)
+    painter = Painter(generator, device=dev, batch_size=batch, categories=categories)
     # the file's own amodal masks unless a PCNet-M is named or the file has none (then the shipped one)
     use_model = checkpoint_m is not None or not dataset.has_amodal
     completer, m_info = load_completer(checkpoint_m, device) if use_model else (None, None)

@@ -29,6 +29,7 @@ from amodalize.models.pcnet_c import (
     load_vgg16,
     pack_content_input,
 )
+from amodalize.models.pcnet_m import category_factor
 from amodalize.train.loop import (
     CHECKPOINT,
     atomic_save,
@@ -98,10 +99,11 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     return (real + fake) / 2
 
 
-def paint(generator: torch.nn.Module, batch: dict, device: torch.device) -> np.ndarray:
-    """Composite RGB uint8 ``[B, S, S, 3]`` of a sample batch: the input outside the hole, PCNet-C inside."""
+def paint(generator: torch.nn.Module, batch: dict, device: torch.device, categories: str = "none") -> np.ndarray:
+    """Composite RGB uint8 ``[B, S, S, 3]`` of a sample batch: the input outside the hole, PCNet-C
+    inside (``categories``: how the generator takes category ids, ``model.categories``)."""
     was_training = generator.training
-    painter = Painter(generator, device=device, batch_size=64)
+    painter = Painter(generator, device=device, batch_size=64, categories=categories)
     rgb = np.ascontiguousarray(batch["rgb"].permute(0, 2, 3, 1).numpy())
     out = painter(rgb, batch["hole"].numpy(), batch["modal"].numpy(), batch["category"].numpy())
     generator.train(was_training)
@@ -144,9 +146,11 @@ def hole_l1(batch: dict, filled: np.ndarray) -> float:
     return float(np.abs(filled.astype(np.float32) - truth)[hole].mean())
 
 
-def validate_content(generator: torch.nn.Module, batch: dict, device: torch.device, fills: dict | None = None) -> dict:
+def validate_content(
+    generator: torch.nn.Module, batch: dict, device: torch.device, fills: dict | None = None, categories: str = "none"
+) -> dict:
     """``hole_l1`` of PCNet-C beside ``fill_errors(batch)`` (pass ``fills`` when already computed)."""
-    return {"hole_l1": hole_l1(batch, paint(generator, batch, device)), **(fills or fill_errors(batch))}
+    return {"hole_l1": hole_l1(batch, paint(generator, batch, device, categories)), **(fills or fill_errors(batch))}
 
 
 def save_content_grid(path: Path, batch: dict, painted: np.ndarray, n: int = 8) -> None:
@@ -254,14 +258,16 @@ def train_content(
     fills = fill_errors(val_batch)  # the model-free fills of the fixed validation batch never change
 
     def validate_now() -> dict:
-        return validate_content(generator, val_batch, dev, fills)
+        return validate_content(generator, val_batch, dev, fills, cfg.model.categories)
 
     hint = "lower optim.lr / optim.d_lr"
 
     def step_fn(batch: dict, step: int) -> dict:
         x, valid, image = (
             t.to(dev, non_blocking=True)
-            for t in pack_content_input(batch["rgb"], batch["hole"], batch["modal"], batch["category"])
+            for t in pack_content_input(
+                batch["rgb"], batch["hole"], batch["modal"], category_factor(cfg.model.categories, batch["category"])
+            )
         )
         modal = x[:, 3:]  # the erased modal channel, the discriminator's condition
         with autocast:
@@ -285,7 +291,7 @@ def train_content(
     net_d.train()
     _, metrics = run_steps(loader, start, step_fn, cfg, run_dir, writer, validate_now, checkpoint, on_step)
     if writer:
-        save_content_grid(run_dir / "val_grid.png", val_batch, paint(generator, val_batch, dev))
+        save_content_grid(run_dir / "val_grid.png", val_batch, paint(generator, val_batch, dev, cfg.model.categories))
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     return metrics

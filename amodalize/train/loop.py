@@ -29,7 +29,7 @@ from amodalize.data.records import Dataset
 from amodalize.errors import InputError, TrainingError
 from amodalize.infer.batcher import Completer, default_batch_size, resolve_device
 from amodalize.infer.calibrate import calibrate
-from amodalize.models.pcnet_m import foreground_probability, load_pcnet_m, pack_input
+from amodalize.models.pcnet_m import category_factor, foreground_probability, load_pcnet_m, pack_input
 from amodalize.models.registry import file_sha256, resolve_checkpoint
 from amodalize.models.unet import UNet, init_weights
 from amodalize.train.partial import PartialCompletionSet, split_instances, validation_samples
@@ -106,20 +106,24 @@ class RankBatches:
             yield list(range(first, first + self.per_rank))
 
 
-def validate(model: torch.nn.Module, batch: dict, device: torch.device, chunk: int = 64) -> dict:
+def validate(
+    model: torch.nn.Module, batch: dict, device: torch.device, categories: str = "none", chunk: int = 64
+) -> dict:
     """Partial-completion quality on held-out samples, pooled over pixels.
 
     iou / iou_at_0.2: predicted vs target masks (thresholds 0.5 and the amodal 0.2);
     raw_iou: the erased input vs target (no completion); eraser_iou: inside the eraser only;
-    bg_prob: mean P(fg) over target background (high = badly calibrated).
+    bg_prob: mean P(fg) over target background (high = badly calibrated). ``categories``: how
+    the model takes the samples' category ids (``model.categories``).
     """
     was_training = model.training
     model.eval()
     probs = []
     with torch.inference_mode():
         for k in range(0, len(batch["target"]), chunk):
+            part = slice(k, k + chunk)
             x = pack_input(
-                batch["modal"][k : k + chunk], batch["eraser"][k : k + chunk], batch["category"][k : k + chunk]
+                batch["modal"][part], batch["eraser"][part], category_factor(categories, batch["category"][part])
             )
             probs.append(foreground_probability(model, x.to(device)).cpu())
     model.train(was_training)
@@ -355,6 +359,7 @@ def train(
         begin_log(run_dir, cfg, start, dev)
         log_record(run_dir, {"step": start, "gap": gap})
     calibration: dict = {}
+    categories_seen = sorted({int(c) for c in bank.categories})
 
     def checkpoint(step: int) -> None:
         if writer:
@@ -370,6 +375,7 @@ def train(
                     "gap": gap,
                     "calibration": calibration.get("record"),
                     "init": started_from,
+                    "categories_seen": categories_seen,
                 },
                 ckpt_path,
             )
@@ -391,7 +397,8 @@ def train(
         )
 
     def step_fn(batch: dict, step: int) -> dict:
-        x = pack_input(batch["modal"], batch["eraser"], batch["category"]).to(dev, non_blocking=True)
+        category = category_factor(cfg.model.categories, batch["category"])
+        x = pack_input(batch["modal"], batch["eraser"], category).to(dev, non_blocking=True)
         if cuda and cfg.run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         target, eraser = batch["target"].to(dev), batch["eraser"].to(dev)
@@ -403,19 +410,32 @@ def train(
 
     net.train()
     step, metrics = run_steps(
-        loader, start, step_fn, cfg, run_dir, writer, lambda: validate(model, val_batch, dev), checkpoint, on_step
+        loader,
+        start,
+        step_fn,
+        cfg,
+        run_dir,
+        writer,
+        lambda: validate(model, val_batch, dev, cfg.model.categories),
+        checkpoint,
+        on_step,
     )
     if writer:
         model.eval()
         with torch.inference_mode():
-            x = pack_input(val_batch["modal"][:8], val_batch["eraser"][:8], val_batch["category"][:8]).to(dev)
+            category = category_factor(cfg.model.categories, val_batch["category"][:8])
+            x = pack_input(val_batch["modal"][:8], val_batch["eraser"][:8], category).to(dev)
             prob = foreground_probability(model, x).cpu()
         save_grid(run_dir / "val_grid.png", val_batch, prob)
         if cfg.run.calibration_samples:
             # held-out targets where there are enough of them; a tiny dataset calibrates on all
             targets = val_ids if len(val_ids) >= 50 else np.concatenate([train_ids, val_ids])
             completer = Completer(
-                model, cfg.data.input_size, device=dev, batch_size=default_batch_size(dev, cfg.data.input_size)
+                model,
+                cfg.data.input_size,
+                device=dev,
+                batch_size=default_batch_size(dev, cfg.data.input_size),
+                categories=cfg.model.categories,
             )
             found = calibrate(
                 bank,

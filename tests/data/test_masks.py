@@ -6,6 +6,7 @@ from pycocotools import mask as mask_utils
 from amodalize.data.masks import (
     EMPTY,
     Crop,
+    box_union,
     completion_window,
     compressed_counts,
     convex_hull,
@@ -75,6 +76,16 @@ class TestToRle:
     def test_bad_segmentations(self, seg, message):
         with pytest.raises(FormatError, match=message):
             to_rle(seg, 6, 5)
+
+    def test_an_empty_polygon_list_is_an_empty_mask(self):
+        """Box-only annotations (CVAT, Roboflow) carry ``"segmentation": []``."""
+        rle = to_rle([], 6, 5)
+        assert rle_area(rle) == 0 and rle == encode_crop(EMPTY, 6, 5) and rle["size"] == [6, 5]
+
+
+def test_box_union_holds_both_boxes():
+    assert box_union([1, 2, 3, 4], [0.5, 3, 10, 1]) == [0.5, 2, 10.0, 4]
+    assert box_union([1, 2, 3, 4], [2, 3, 1, 1]) == [1, 2, 3, 4]
 
 
 class TestCrops:

@@ -72,13 +72,29 @@ def test_decide_directs_related_pairs_by_the_fused_probability():
     assert 0.5 < confidence[1, 2] < confidence[0, 1]
 
 
-def test_iou_model_fits_a_linear_truth_and_round_trips():
+def test_iou_model_fits_a_logistic_truth_and_round_trips():
     rng = np.random.default_rng(2)
     features = np.column_stack([np.ones(300), rng.random((300, len(IOU_FEATURES) - 1))])
-    truth = np.clip(features @ np.array([0.95, -0.3, -0.2, -0.05, 0.0]), 0, 1)
+    truth = 1 / (1 + np.exp(-(features @ np.array([3.0, -2.0, -1.5, -0.5, 0.0]))))
     model = fit_iou(features, truth)
     assert model.mean_abs_error < 0.01 and model.instances == 300
     assert IoUModel.from_json(model.to_json()) == model
+    with pytest.raises(ValueError, match="link"):  # an earlier version's linear model is refitted, not misread
+        IoUModel.from_json({k: v for k, v in model.to_json().items() if k != "link"})
+
+
+def test_iou_estimates_stay_inside_zero_one_and_keep_the_ranking():
+    """A linear fit clipped to [0, 1] put many completions at exactly 0; the estimate never reaches
+    0 or 1, and it orders objects as the features' score does."""
+    rng = np.random.default_rng(3)
+    features = np.column_stack([np.ones(200), rng.random((200, len(IOU_FEATURES) - 1)) * 40 - 20])
+    model = IoUModel((0.5, -1.0, -2.0, 1.0, 0.0))
+    estimate = model.estimate(features)
+    assert (estimate > 0).all() and (estimate < 1).all()
+    assert (np.round(estimate, 4) > 0).all()
+    score = features @ np.array(model.weights)
+    order = np.argsort(score)
+    assert (np.diff(estimate[order]) >= 0).all()
 
 
 def test_mirrored_queries_average_both_views_in_one_forward():
@@ -99,14 +115,15 @@ def test_fused_conversion_gives_calibrated_fields_and_no_model_gives_none():
     dataset, _ = square_and_bar()
     completer = Completer(HullNet(), 64, device=torch.device("cpu"), batch_size=4)
     weights = (1.0,) + (0.0,) * (len(PAIR_FEATURES) - 1)
-    iou = (0.9, -0.5, 0.0, 0.0, 0.0)
+    iou = (2.0, -3.0, 0.0, 0.0, 0.0)  # logit of the IoU
     opts = ConvertOptions("pcnet", "fused", fusion=weights, iou_model=iou)
     result = convert_dataset(dataset, opts, completer=completer)[1]
     ((front, back, score, confidence),) = result.edges
     assert (front, back) == (2, 1) and 0.5 < confidence <= 1  # the bar occludes the square
     assert set(result.amodal_confidence) == {1, 2}
-    assert result.amodal_confidence[2] == 0.9  # the bar, unoccluded, keeps its visible mask
-    assert result.amodal_confidence[1] < 0.9  # the square gained hidden pixels
+    top = round(1 / (1 + np.exp(-2.0)), 4)
+    assert result.amodal_confidence[2] == top  # the bar, unoccluded, keeps its visible mask
+    assert result.amodal_confidence[1] < top  # the square gained hidden pixels
     plain = convert_dataset(dataset, ConvertOptions("pcnet", "pcnet"), completer=completer)[1]
     assert [e[:2] for e in plain.edges] == [(2, 1)] and plain.edges[0][3] is None and not plain.amodal_confidence
     assert plain.amodal == result.amodal

@@ -16,6 +16,7 @@ from amodalize.infer.batcher import Completer
 from amodalize.infer.convert import ConvertOptions, amodal_pcnet, completion, prepare
 from amodalize.infer.hosts import MESSAGE_QUERIES, convert_dataset, message_queries
 from amodalize.infer.order import patches
+from amodalize.models.pcnet_m import load_pcnet_m
 from amodalize.models.unet import UNet
 from tests.conftest import invoke, regions
 from tests.models.test_unet import to_reference
@@ -101,6 +102,27 @@ def test_batched_equals_one_pair_per_forward(tmp_path):
     assert outs[0]["annotations"] == outs[1]["annotations"]
     assert outs[0]["occlusion_pairs"] == outs[1]["occlusion_pairs"]
     assert outs[0]["info"]["amodalize"]["checkpoint"]["kind"] == "amodalize"
+
+
+def test_category_ids_reach_the_network_only_under_multiply(tmp_path):
+    """A checkpoint that multiplies the mask by the category id (the reference's use_category, and
+    every checkpoint that does not say) answers id 40 otherwise than id 1; one that says 'none' does not."""
+    legacy = tiny_model(tmp_path / "legacy.pt")
+    ckpt = torch.load(legacy, weights_only=True)
+    ckpt["config"]["model"]["categories"] = "none"
+    torch.save(ckpt, tmp_path / "none.pt")
+    dataset, _ = square_and_bar()
+    modal = np.stack([decode_crop(i.modal).within((0, 0, 64, 64)) for i in dataset.instances]).astype(np.uint8)
+    eraser = modal[::-1].copy()
+    answers = {}
+    for path in (legacy, tmp_path / "none.pt"):
+        loaded = load_pcnet_m(path)
+        completer = Completer(loaded.model, 64, device=torch.device("cpu"), categories=loaded.categories)
+        ids = [np.array([1, 1], np.float32), np.array([40, 0], np.float32)]
+        answers[loaded.categories] = [completer(modal, eraser, c) for c in ids]
+    assert set(answers) == {"multiply", "none"}
+    assert np.array_equal(*answers["none"])
+    assert np.abs(answers["multiply"][0] - answers["multiply"][1]).max() > 1e-3
 
 
 def test_reference_checkpoint_converts(tmp_path):

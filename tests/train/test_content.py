@@ -96,8 +96,8 @@ def test_training_beats_its_start_and_writes_the_run(tmp_path, rendered):
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     holes = [r["loss_hole"] for r in records if "loss_hole" in r]
     assert len(holes) == 40 and np.mean(holes[-10:]) < np.mean(holes[:5])
-    generator, size = load_pcnet_c(run / "checkpoint.pt")
-    assert size == 32
+    generator, size, categories = load_pcnet_c(run / "checkpoint.pt")
+    assert size == 32 and categories == "none"
     bank = build_bank([read_dataset(modal)], workers=1)
     everyone = np.arange(len(bank))
     batch = validation_samples(bank, everyone, everyone, cfg.data, 0, 16, ImageCache(images_dir))

@@ -65,6 +65,26 @@ def test_loss_decreases_and_files_are_written(tmp_path, synth_data):
     assert load_config(run / "config.yaml").optim.iters == 40
 
 
+def test_checkpoint_records_how_it_takes_categories_and_which_it_saw(tmp_path):
+    """New runs ignore category ids; a run told to multiply by them (the reference's way) records
+    the ids it saw, and convert names those of an input it never saw."""
+    coco, _ = make_dataset(tmp_path / "coco", 6, 0, SynthOptions(width=96, height=96, categories="coco"))
+    seen = sorted({a["category_id"] for a in json.loads(coco.read_text())["annotations"]})
+    train(tiny(2), [coco], tmp_path / "none", device="cpu")
+    ckpt = torch.load(tmp_path / "none" / "checkpoint.pt", weights_only=True)
+    assert ckpt["config"]["model"]["categories"] == "none" and ckpt["categories_seen"] == seen
+    train(tiny(2, "model.categories=multiply"), [coco], tmp_path / "multiply", device="cpu")
+    other, _ = make_dataset(tmp_path / "zero", 6, 0, SynthOptions(width=96, height=96, categories="zero-based"))
+    unseen = sorted({a["category_id"] for a in json.loads(other.read_text())["annotations"]} - set(seen))
+    for run, warned in (("none", False), ("multiply", True)):
+        args = ["convert", other, tmp_path / f"{run}.json", "--checkpoint", tmp_path / run / "checkpoint.pt"]
+        result = invoke([*args, "--amodal-th", "0.5", "--order-th", "0.5"])
+        line = f"never saw these ids in training: {', '.join(map(str, unseen))}"
+        assert (line in " ".join(result.stderr.split())) == warned
+    with pytest.raises(InputError, match="model.categories"):
+        tiny(1, "model.categories=embed")
+
+
 def test_interrupt_then_resume_is_bit_for_bit(tmp_path, synth_data):
     train(tiny(6), [synth_data], tmp_path / "a", device="cpu")
 
