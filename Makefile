@@ -15,7 +15,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,maskrcnn]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The annotation tools' own readers (amodalize[interop]) in an environment of their own: datumaro
+# and label-studio-converter pin older OpenCV and Pillow than the project's, and Ultralytics'
+# OpenCV needs libGL, so it comes without its dependencies (its label checker needs none of them
+# beyond torch and torchvision). tests/test_interop.py runs them there and skips where it is absent;
+# a failed install only makes those tests skip.
+INTEROP := .venv-interop
+$(INTEROP)/.installed: pyproject.toml
+	rm -rf $(INTEROP)
+	{ $(PYTHON) -m venv $(INTEROP) \
+	  && $(INTEROP)/bin/pip install -q --disable-pip-version-check label-studio-converter==0.0.59 datumaro==1.13.12 torch==2.13.0 \
+	  && $(INTEROP)/bin/pip install -q --disable-pip-version-check --no-deps ultralytics==8.4.190 torchvision==0.28.0 \
+	  && touch $@; } || { rm -rf $(INTEROP); echo "the interop readers did not install: tests/test_interop.py will skip"; }
+
+install: $(STAMP) $(INTEROP)/.installed
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -118,4 +131,4 @@ bench: install
 	test ! -f $(DEMO)/run-c/checkpoint.pt || $(BIN)/python scripts/bench_scene.py --checkpoint-c $(DEMO)/run-c/checkpoint.pt
 
 clean:
-	rm -rf $(DEMO) .pytest_cache
+	rm -rf $(DEMO) .pytest_cache $(INTEROP)

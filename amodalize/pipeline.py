@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from amodalize import __version__
 from amodalize.config import AUTO, DataConfig
 from amodalize.data.bank import InstanceBank, build_bank
 from amodalize.data.formats import read_dataset
@@ -35,6 +34,7 @@ from amodalize.models.pcnet_m import load_pcnet_m
 from amodalize.models.registry import DEFAULT_MODEL, file_sha256, resolve_checkpoint
 from amodalize.models.unet import fold_batchnorm, freeze_for_cpu
 from amodalize.review import review
+from amodalize.version import __version__
 
 # Test-time augmentation of PCNet-M queries unless asked otherwise (docs/measurements.md, "Better than geometry").
 DEFAULT_TTA = "flip"
@@ -272,6 +272,7 @@ def convert_file(
     order: str | None = None,
     fmt: str | None = None,
     compat: str | None = None,
+    segmentation: str = "rle",
     workers: int = -1,
     batch_size: int | None = None,
     device: str = "auto",
@@ -288,6 +289,7 @@ def convert_file(
 ) -> dict:
     """Convert one annotation file; ``settings`` are further ConvertOptions fields, 'auto' ones
     decided by ``resolve_options`` (``reference``: the reference test protocol's settings, one view);
+    ``segmentation``: amodal masks as 'rle' or 'polygon' (``writer.augment``);
     ``tta``: the test-time augmentation of PCNet-M queries (default DEFAULT_TTA); ``review_json``:
     where to write the least-confident edges and completions (``amodalize.review``).
 
@@ -338,7 +340,7 @@ def convert_file(
             "images_total": len(dataset.images),
             "annotation_index": [positions[id(inst)] for inst in part.instances],
         }
-    doc = augment(part, results, meta, compat_kins=compat == "kins")
+    doc = augment(part, results, meta, compat_kins=compat == "kins", segmentation=segmentation)
     write_json_atomic(output_json, doc)
     if review_json:
         write_json_atomic(review_json, review(doc))

@@ -23,7 +23,7 @@ import numpy as np
 from amodalize.data.formats import coco, read_dataset
 from amodalize.data.formats.common import load_json, require
 from amodalize.data.records import Dataset, ImageRecord
-from amodalize.data.writer import current_umask, write_json_atomic
+from amodalize.data.writer import current_umask, with_polygons, write_json_atomic
 from amodalize.errors import InputError
 from amodalize.evaluate import evaluate
 from amodalize.quality import Estimate, measured_iou_of_occluded, summarize
@@ -317,11 +317,13 @@ def write_report(
     gt: Path | None = None,
     gt_order: str = "masks",
     top: int = 50,
+    segmentation: str = "polygon",
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[], None] | None = None,
 ) -> dict:
-    """Write ``out_dir/index.html``, its pictures and ``review.coco.json`` for a converted file; the
-    folder appears whole or not at all. Returns the summary (and the measured figures with ``gt``)."""
+    """Write ``out_dir/index.html``, its pictures and ``review.coco.json`` (amodal masks as
+    ``segmentation`` 'polygon' or 'rle') for a converted file; the folder appears whole or not at
+    all. Returns the summary (and the measured figures with ``gt``)."""
     doc = load_json(converted)
     for key in ("images", "annotations"):
         require(doc, key, list, converted, "the top level")
@@ -358,7 +360,7 @@ def write_report(
             cards.append(_image_card(image, rank, low, picture, items, note))
             if on_progress:
                 on_progress()
-        write_json_atomic(tmp / REVIEW_FILE, subset)
+        write_json_atomic(tmp / REVIEW_FILE, with_polygons(subset) if segmentation == "polygon" else subset)
         warning = blank_note(blank, len(cards), search)
         (tmp / INDEX).write_text(build_page(summary, measured, cards, converted, top, warning), encoding="utf-8")
         if out_dir.exists():

@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from amodalize import __version__  # noqa: E402
 from amodalize.config import TrainConfig, load_config, to_dict  # noqa: E402
 from amodalize.data.bank import build_bank  # noqa: E402
 from amodalize.data.formats import read_dataset  # noqa: E402
@@ -37,6 +36,7 @@ from amodalize.models.registry import DEFAULT_MODEL, WEIGHTS, file_sha256  # noq
 from amodalize.pipeline import load_completer  # noqa: E402
 from amodalize.train.loop import CHECKPOINT, train  # noqa: E402
 from amodalize.train.partial import split_instances  # noqa: E402
+from amodalize.version import __version__  # noqa: E402
 
 # The training data: (name, images, seed, SynthOptions). Touching masks and masks 2 and 4 pixels
 # apart, small and large scenes, few and many objects.

@@ -9,15 +9,16 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from amodalize import __version__
 from amodalize.cli.convert import convert, merge
 from amodalize.cli.evaluate import evaluate, report, visualize
+from amodalize.cli.export import export
 from amodalize.cli.maskrcnn import maskrcnn
 from amodalize.cli.options import console
 from amodalize.cli.scene import deocclude, recompose
 from amodalize.cli.synth import synth
 from amodalize.cli.train import train
 from amodalize.errors import AmodalizeError
+from amodalize.version import __version__
 
 
 class _Group(click.Group):
@@ -48,7 +49,7 @@ def cli() -> None:
     """
 
 
-for command in (convert, merge, evaluate, visualize, report, synth, train, deocclude, recompose, maskrcnn):
+for command in (convert, merge, evaluate, visualize, report, export, synth, train, deocclude, recompose, maskrcnn):
     cli.add_command(command)
 
 

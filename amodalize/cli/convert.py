@@ -133,6 +133,14 @@ from amodalize.cli.options import (
 @FORMAT_OPTION
 @click.option("--compat", type=click.Choice(["kins"]), default=None, help="Also write KINS-2019 key names.")
 @click.option(
+    "--segmentation",
+    type=click.Choice(["rle", "polygon"]),
+    default="rle",
+    show_default=True,
+    help="How amodal masks are written: compressed RLE (exact), or COCO polygons along the pixels' edges "
+    "for tools that read no RLE (Label Studio's importer, YOLO converters; holes are filled).",
+)
+@click.option(
     "--workers",
     type=int,
     default=-1,

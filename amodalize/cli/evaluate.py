@@ -131,8 +131,21 @@ def visualize(ann_json: Path, out_dir: Path, image_ids: str | None, images_dir: 
     default=50,
     help="How many of the least-confident images to draw and put in review.coco.json.",
 )
+@click.option(
+    "--segmentation",
+    type=click.Choice(["polygon", "rle"]),
+    default="polygon",
+    show_default=True,
+    help="How review.coco.json holds the amodal masks: COCO polygons (what annotation tools import) or RLE.",
+)
 def report(
-    converted_json: Path, out_dir: Path, images_dir: Path | None, gt_json: Path | None, gt_order: str, top: int
+    converted_json: Path,
+    out_dir: Path,
+    images_dir: Path | None,
+    gt_json: Path | None,
+    gt_order: str,
+    top: int,
+    segmentation: str,
 ) -> None:
     """Write OUT_DIR/index.html: how good CONVERTED_JSON's labels are, and what to check first.
 
@@ -155,6 +168,7 @@ def report(
             gt=gt_json,
             gt_order=gt_order,
             top=top,
+            segmentation=segmentation,
             on_start=lambda n: bar.update(task, total=n, visible=True),
             on_progress=lambda: bar.advance(task),
         )

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+from shapely import make_valid
+from shapely.geometry import LineString, Point, Polygon
 
 from amodalize.errors import FormatError
 
@@ -413,7 +415,36 @@ def centroid_y(crop: Crop) -> float:
     return float(rows.mean()) + crop.y0
 
 
-def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
-    """Outer contours of a bool mask as COCO polygons (pixel-centre coordinates)."""
+def mask_to_polygons(mask: np.ndarray, x0: int = 0, y0: int = 0) -> list[list[float]]:
+    """Every outer part of a bool mask (whose top-left pixel is image pixel ``(x0, y0)``) as a COCO
+    polygon ``[x1, y1, x2, y2, ...]`` along the pixels' outer edges, so that rasterising it gives
+    the mask back (holes, which COCO polygons cannot hold, are filled); the largest part first, as
+    readers that take one polygon per object take the first."""
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
+    polygons = []
+    for contour in contours:
+        # the contour runs through the boundary pixels' centres (x + 0.5 in COCO coordinates); half
+        # a pixel outwards, with square corners, lies on their outer edges
+        centres = contour.reshape(-1, 2) + np.array([x0 + 0.5, y0 + 0.5])
+        shape = (
+            Polygon(centres) if len(centres) >= 3 else LineString(centres) if len(centres) == 2 else Point(centres[0])
+        )
+        outline = make_valid(shape).buffer(0.5, join_style="mitre", cap_style="square", mitre_limit=2.0)
+        parts = outline.geoms if hasattr(outline, "geoms") else [outline]
+        for part in parts:
+            if part.geom_type == "Polygon" and not part.is_empty:
+                polygons.append((part.area, np.round(np.asarray(part.exterior.coords)[:-1], 2).reshape(-1).tolist()))
+    return [polygon for _, polygon in sorted(polygons, key=lambda p: -p[0])]
+
+
+def rle_to_polygons(rle: dict) -> list[list[float]]:
+    """A compressed RLE as COCO polygons (``mask_to_polygons``) inside its image; [] for an empty mask."""
+    crop = decode_crop(rle)
+    if crop is EMPTY:
+        return []
+    height, width = rle["size"]
+    # a mitred corner reaches past the pixel's edge on diagonal outlines: keep it in the image
+    return [
+        np.clip(np.reshape(p, (-1, 2)), 0, [width, height]).reshape(-1).tolist()
+        for p in mask_to_polygons(crop.mask, crop.x0, crop.y0)
+    ]

@@ -19,7 +19,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from amodalize.data.masks import box_union, rle_area, rle_bbox, rle_minus
+from amodalize.data.masks import box_union, rle_area, rle_bbox, rle_minus, rle_to_polygons
 from amodalize.data.records import Dataset, ImageResult, Instance
 from amodalize.errors import InputError
 
@@ -27,8 +27,11 @@ from amodalize.errors import InputError
 MOVED_FROM_COCO = ("segmentation", "bbox", "area")
 
 
-def annotation_fields(inst: Instance, amodal: dict, occluders: list[int], fmt: str, kins: bool) -> dict:
-    """The fields amodalize sets on one annotation.
+def annotation_fields(
+    inst: Instance, amodal: dict, occluders: list[int], fmt: str, kins: bool, polygons: bool = False
+) -> dict:
+    """The fields amodalize sets on one annotation; ``polygons`` writes the amodal mask as COCO
+    polygons (``masks.rle_to_polygons``) instead of a compressed RLE.
 
     From a COCO input, an object whose amodal mask is its visible mask keeps its input
     segmentation, box and area as they were (rasterising thin polygons loses pixels), and an
@@ -44,6 +47,8 @@ def annotation_fields(inst: Instance, amodal: dict, occluders: list[int], fmt: s
         segmentation, bbox, area = src["segmentation"], src.get("bbox", bbox), src.get("area", area)
     elif from_coco and _is_box(src.get("bbox")):
         bbox = box_union(bbox, src["bbox"])
+    if polygons and not isinstance(segmentation, list):  # input polygons stay verbatim, RLE is traced
+        segmentation = rle_to_polygons(amodal)
     fields = {
         "segmentation": segmentation,
         "bbox": bbox,
@@ -66,11 +71,23 @@ def _is_box(value: object) -> bool:
     return isinstance(value, list) and len(value) == 4 and all(isinstance(v, (int, float)) for v in value)
 
 
-def augment(dataset: Dataset, results: dict[int, ImageResult], meta: dict, compat_kins: bool = False) -> dict:
+SEGMENTATIONS = ("rle", "polygon")
+
+
+def augment(
+    dataset: Dataset,
+    results: dict[int, ImageResult],
+    meta: dict,
+    compat_kins: bool = False,
+    segmentation: str = "rle",
+) -> dict:
     """The output document: the input with amodal masks, order and provenance added.
 
-    ``results`` maps every image id to its ImageResult.
+    ``results`` maps every image id to its ImageResult; ``segmentation`` is how amodal masks are
+    written: 'rle' (compressed) or 'polygon' (COCO polygons, for tools that read no RLE).
     """
+    if segmentation not in SEGMENTATIONS:
+        raise ValueError(f"unknown segmentation {segmentation!r}; choose from {', '.join(SEGMENTATIONS)}")
     occluded_by: dict[int, list[int]] = defaultdict(list)
     pairs = []
     for image in dataset.images:
@@ -86,7 +103,9 @@ def augment(dataset: Dataset, results: dict[int, ImageResult], meta: dict, compa
         # crowd regions, and box-only or empty annotations (nothing to complete), stay as they came
         if not inst.iscrowd and inst.id in results[inst.image_id].amodal:
             amodal = results[inst.image_id].amodal[inst.id]
-            new = annotation_fields(inst, amodal, occluded_by[inst.id], dataset.format, compat_kins)
+            new = annotation_fields(
+                inst, amodal, occluded_by[inst.id], dataset.format, compat_kins, segmentation == "polygon"
+            )
             if inst.id in results[inst.image_id].amodal_confidence:
                 new["amodal_confidence"] = results[inst.image_id].amodal_confidence[inst.id]
             kept = {k: ann[k] for k, v in new.items() if k in ann and ann[k] != v}
@@ -112,6 +131,18 @@ def augment(dataset: Dataset, results: dict[int, ImageResult], meta: dict, compa
     return doc
 
 
+def with_polygons(doc: dict) -> dict:
+    """``doc`` with every non-crowd annotation's RLE ``segmentation`` written as COCO polygons
+    (``masks.rle_to_polygons``; crowd regions stay RLE, as COCO has them)."""
+    annotations = []
+    for ann in doc.get("annotations", []):
+        seg = ann.get("segmentation")
+        if isinstance(seg, dict) and not ann.get("iscrowd"):
+            ann = {**ann, "segmentation": rle_to_polygons(seg)}
+        annotations.append(ann)
+    return {**doc, "annotations": annotations}
+
+
 def current_umask() -> int:
     """The process's file-creation mask (reading it means setting it, so it is set straight back)."""
     mask = os.umask(0o022)
@@ -121,6 +152,12 @@ def current_umask() -> int:
 
 def write_json_atomic(path: str | Path, doc: object) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it over: never half a file."""
+    write_text_atomic(path, json.dumps(doc, separators=(",", ":")))
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write text to a temporary file beside ``path`` and rename it over, with the mode a new
+    file gets under the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -128,7 +165,7 @@ def write_json_atomic(path: str | Path, doc: object) -> None:
         # mkstemp makes the file private (0600), and the rename would keep that
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, separators=(",", ":"))
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

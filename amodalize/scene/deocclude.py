@@ -21,7 +21,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from amodalize import __version__
 from amodalize.data.formats import read_dataset
 from amodalize.data.formats.common import load_json
 from amodalize.data.images import check_images, read_rgb
@@ -47,6 +46,7 @@ from amodalize.scene.layers import (
     object_queries,
     paint_order,
 )
+from amodalize.version import __version__
 
 LAYERS = "layers.json"
 
