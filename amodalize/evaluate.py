@@ -4,7 +4,9 @@ Ordering: the GT order of every touching pair comes from the masks (``occ_ij = |
 to the lower index), or from annotations with ``gt_order="annotated"``; accuracy counts GT-occluded
 pairs whose predicted order matches (a missing or reversed prediction is wrong).
 Amodal: pooled IoU ``Σ∩ / Σ∪`` over all instances (the paper's "mIoU"), mean per-instance IoU over
-all and over occluded instances, and pooled/mean IoU by GT occlusion-rate bin.
+all and over occluded instances, and pooled/mean IoU by GT occlusion-rate bin and, for the occluded
+objects, by hidden share of the true mask (< 25%, 25-50%, > 50%), each with the mean share of the
+true area the predictions miss and the mean share they add outside it.
 Confidence, where the prediction carries it: reliability tables of the edges' ``confidence``
 (predicted edges of GT-occluded pairs: right direction or not) and of ``amodal_confidence``
 (estimated against the true IoU), with the expected calibration error over 10 equal bins.
@@ -36,16 +38,39 @@ DRAW_BUDGET = 20_000_000
 DRAW_ELEMENTS = 2_000_000
 
 
+# Upper edges of the buckets of occluded objects by the hidden share of their true amodal mask.
+HIDDEN_BUCKETS = (0.25, 0.5, 1.0)
+
+
 @dataclass
 class _Tally:
+    """A group of objects: summed intersection and union, and per object its IoU and the shares of
+    its true area the prediction leaves out (``missing``) and adds outside it (``extra``)."""
+
     inter: float = 0.0
     union: float = 0.0
     ious: list[float] = field(default_factory=list)
+    missing: list[float] = field(default_factory=list)
+    extra: list[float] = field(default_factory=list)
 
-    def add(self, inter: int, union: int) -> None:
+    def add(self, inter: int, union: int, truth: int = 0, predicted: int = 0) -> None:
         self.inter += inter
         self.union += union
         self.ious.append(inter / union if union else 1.0)
+        if truth:
+            self.missing.append((truth - inter) / truth)
+            self.extra.append((predicted - inter) / truth)
+
+    def row(self, label: str) -> dict:
+        """The group's figures: objects, pooled and mean IoU, mean missing and extra area."""
+        return {
+            "bin": label,
+            "instances": len(self.ious),
+            "pooled_iou": self.pooled,
+            "miou": self.mean,
+            "missing": float(np.mean(self.missing)) if self.missing else None,
+            "extra": float(np.mean(self.extra)) if self.extra else None,
+        }
 
     @property
     def pooled(self) -> float | None:
@@ -125,6 +150,7 @@ def evaluate(pred: Dataset, gt: Dataset, gt_order: str = "masks", samples: bool 
     occ_pairs = occ_correct = all_pairs = all_correct = 0
     total, occluded = _Tally(), _Tally()
     bins = [_Tally() for _ in OCCLUSION_BINS]
+    hidden = [_Tally() for _ in HIDDEN_BUCKETS]
     target = 0
     for image in gt.images:
         g = [i for i in gt.by_image[image.id] if not i.iscrowd]
@@ -149,12 +175,14 @@ def evaluate(pred: Dataset, gt: Dataset, gt_order: str = "masks", samples: bool 
             union = g_area + p_area - inter
             target += g_area
             rate = 1 - rle_intersection_area(gi.modal, gi.amodal) / g_area if g_area else 0.0
-            total.add(inter, union)
+            areas = (inter, union, g_area, p_area)
+            total.add(*areas)
             if pi.source.get("amodal_confidence") is not None:
                 estimated.append((pi.source["amodal_confidence"], inter / union if union else 1.0))
             if rate > 0:
-                occluded.add(inter, union)
-            bins[int(np.searchsorted(OCCLUSION_BINS, rate, side="left"))].add(inter, union)
+                occluded.add(*areas)
+                hidden[int(np.searchsorted(HIDDEN_BUCKETS, rate, side="left"))].add(*areas)
+            bins[int(np.searchsorted(OCCLUSION_BINS, rate, side="left"))].add(*areas)
     metrics = {
         "order_acc": occ_correct / occ_pairs if occ_pairs else None,
         "order_pairs": occ_pairs,
@@ -169,15 +197,8 @@ def evaluate(pred: Dataset, gt: Dataset, gt_order: str = "masks", samples: bool 
         "instances": len(total.ious),
         "occluded_instances": len(occluded.ious),
         "images": len(gt.images),
-        "by_occlusion": [
-            {
-                "bin": _bin_label(k),
-                "instances": len(t.ious),
-                "pooled_iou": t.pooled,
-                "miou": t.mean,
-            }
-            for k, t in enumerate(bins)
-        ],
+        "by_occlusion": [t.row(_bin_label(k)) for k, t in enumerate(bins)],
+        "by_hidden_share": [t.row(label) for t, label in zip(hidden, ("< 25%", "25-50%", "> 50%"))],
         "gt_order": gt_order,
         "edge_confidence": edge_reliability(judged) if judged else None,
         "amodal_confidence": iou_reliability(estimated) if estimated else None,

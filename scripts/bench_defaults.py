@@ -118,6 +118,7 @@ def score(files: list[tuple[Path, Path]], tmp: Path, **settings: object) -> dict
     correct = pairs = inter = union = occluded_iou = occluded = 0
     decided = None
     judged, estimated = [], []
+    buckets = {}  # hidden-share bucket -> [objects, Σ IoU, Σ missing share, Σ extra share]
     for k, (src, gt_path) in enumerate(files):
         out = tmp / f"out{k}.json"
         convert_file(src, out, **settings)
@@ -130,16 +131,32 @@ def score(files: list[tuple[Path, Path]], tmp: Path, **settings: object) -> dict
         inter, union = inter + m["sum_intersection"], union + m["sum_union"]
         occluded_iou += (m["miou_occluded"] or 0.0) * m["occluded_instances"]
         occluded += m["occluded_instances"]
+        for b in m["by_hidden_share"]:
+            n = b["instances"]
+            sums = (n, n * (b["miou"] or 0), n * (b["missing"] or 0), n * (b["extra"] or 0))
+            buckets[b["bin"]] = [x + y for x, y in zip(buckets.get(b["bin"], [0] * 4), sums)]
         decided = decided or json.loads(out.read_text())["info"]["amodalize"]
     return {
         **totals(correct, pairs, inter, union, occluded_iou, occluded, judged, estimated),
+        "by_hidden_share": hidden_rows(buckets),
         "settings": {k: decided["settings"][k] for k in ("order_th", "amodal_th", "eraser_dilate", "gap")},
         "decided": decided.get("decided"),
         "samples": {
+            "buckets": buckets,
             "counts": [correct, pairs, inter, union, occluded_iou, occluded],
             "edges": judged,
             "amodal": estimated,
         },
+    }
+
+
+def hidden_rows(buckets: dict[str, list[float]]) -> dict:
+    """Per hidden-share bucket of the occluded objects: objects, mean IoU, mean missing and extra
+    area (percent of the true area), from the sums ``[objects, Σ IoU, Σ missing, Σ extra share]``."""
+    return {
+        name: {key: round(100 * v / n, 2) if n else None for key, v in zip(("miou", "missing", "extra"), sums)}
+        | {"instances": n}
+        for name, (n, *sums) in buckets.items()
     }
 
 
@@ -174,6 +191,11 @@ def pooled(rows: dict[str, dict]) -> dict:
         counts = [sum(p["counts"][k] for p in parts) for k in range(len(parts[0]["counts"]))]
         edges = [e for p in parts for e in p["edges"]]
         out[label] = totals(*counts, edges, [a for p in parts for a in p["amodal"]])
+        buckets: dict[str, list[float]] = {}
+        for part in parts:
+            for name, sums in part["buckets"].items():
+                buckets[name] = [x + y for x, y in zip(buckets.get(name, [0] * 4), sums)]
+        out[label]["by_hidden_share"] = hidden_rows(buckets)
     return out
 
 

@@ -147,3 +147,39 @@ def test_evaluate_scores_the_confidences_a_prediction_carries(tmp_path):
     assert m["amodal_confidence"]["count"] == m["instances"]
     assert m["amodal_confidence"]["mean_abs_error"] == pytest.approx(0.2)  # every IoU is 1
     assert evaluate(gt, gt, "annotated")["edge_confidence"] is None
+
+
+def test_hidden_share_buckets_with_missing_and_extra_area():
+    """A 10x10 square 60% hidden behind a bar, completed to half its hidden part, lands in > 50%
+    with IoU 0.7 and 30% of its area missing; one 20% hidden, completed with 4 pixels too many,
+    lands in < 25% with 4% extra."""
+    from amodalize.data.masks import Crop, encode_crop
+    from amodalize.data.records import Dataset, ImageRecord, Instance
+
+    def rle(mask):
+        return encode_crop(Crop(mask), 40, 40)
+
+    def box(y0, y1, x0, x1):
+        m = np.zeros((40, 40), bool)
+        m[y0:y1, x0:x1] = True
+        return m
+
+    square, bar = box(0, 10, 0, 10), box(0, 12, 4, 40)  # the bar hides columns 4-9 of the square: 60%
+    small, pole = box(20, 30, 0, 10), box(18, 40, 8, 10)  # the pole hides columns 8-9 of the other: 20%
+    truth = [(square & ~bar, square), (bar, bar), (small & ~pole, small), (pole, pole)]
+    predicted = [box(0, 10, 0, 7), bar, small | box(30, 32, 0, 2), pole]
+    image = ImageRecord(1, 40, 40, None, {"id": 1, "width": 40, "height": 40})
+
+    def dataset(amodals):
+        insts = [
+            Instance(k + 1, 1, 1, rle(modal), [0, 0, 1, 1], amodal=rle(amodal), source={"id": k + 1})
+            for k, ((modal, _), amodal) in enumerate(zip(truth, amodals))
+        ]
+        return Dataset(None, "coco_amodal", [image], insts, [])
+
+    m = evaluate(dataset(predicted), dataset([a for _, a in truth]))
+    low, middle, high = m["by_hidden_share"]
+    assert (high["bin"], high["instances"], middle["instances"], low["instances"]) == ("> 50%", 1, 0, 1)
+    assert high["miou"] == pytest.approx(0.7) and high["missing"] == pytest.approx(0.3) and high["extra"] == 0
+    assert low["miou"] == pytest.approx(100 / 104) and low["missing"] == 0 and low["extra"] == pytest.approx(0.04)
+    assert middle["miou"] is None and middle["missing"] is None

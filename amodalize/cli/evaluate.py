@@ -71,6 +71,11 @@ def metrics_table(m: dict, title: str) -> Table:
     table.add_row("mean IoU, occluded instances", f"{_pct(m['miou_occluded'])}  (n={m['occluded_instances']})")
     for b in m["by_occlusion"]:
         table.add_row(f"  pooled IoU, occlusion {b['bin']}", f"{_pct(b['pooled_iou'])}  (n={b['instances']})")
+    for b in m["by_hidden_share"]:
+        table.add_row(
+            f"  occluded, hidden {b['bin']}: mean IoU / missing / extra area",
+            f"{_pct(b['miou'])} / {_pct(b['missing'])} / {_pct(b['extra'])}  (n={b['instances']})",
+        )
     edges, amodal = m.get("edge_confidence"), m.get("amodal_confidence")
     if edges:
         table.add_row("edge confidence: calibration error (ECE)", f"{edges['ece']:.3f}  (n={edges['count']})")

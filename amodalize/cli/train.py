@@ -155,6 +155,7 @@ def train(
                 on_ready=ready,
             )
         else:
+            from amodalize.train.loop import TRAINED_CHECKPOINT
             from amodalize.train.loop import train as run
 
             metrics = run(
@@ -179,5 +180,19 @@ def train(
                 f"calibrated on {cal['samples']} synthetic occlusions at gap {cal['gap']} px: --order-th "
                 f"{cal['order_th']} --amodal-th {cal['amodal_th']} --eraser-dilate {cal['eraser_dilate']} "
                 f"(order accuracy {100 * cal['order_acc']:.1f}, IoU {100 * cal['iou']:.1f}); convert uses these",
+                soft_wrap=True,
+            )
+        chosen = metrics.get("selection")
+        if chosen:
+            trained, start = chosen["trained"], chosen["start"]
+            kept = (
+                f"kept the model it started from ({init}); the fine-tuned one is in {run_dir / TRAINED_CHECKPOINT}"
+                if chosen["kept"] == "start"
+                else "kept the fine-tuned model"
+            )
+            console.print(
+                f"self-check on the same synthetic occlusions of held-out masks: fine-tuned order accuracy "
+                f"{100 * trained['order_acc']:.1f}, IoU {100 * trained['iou']:.1f}; started from order accuracy "
+                f"{100 * start['order_acc']:.1f}, IoU {100 * start['iou']:.1f}: {kept}",
                 soft_wrap=True,
             )

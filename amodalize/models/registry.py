@@ -16,6 +16,8 @@ from amodalize.errors import InputError
 WEIGHTS = Path(__file__).parent / "weights"
 # The PCNet-M used when no checkpoint is given.
 DEFAULT_MODEL = "general"
+# The checkpoint `--checkpoint RUN_FOLDER` means: the one `amodalize train` keeps for convert.
+RUN_CHECKPOINT = "checkpoint.pt"
 
 
 def shipped_models() -> list[str]:
@@ -41,9 +43,12 @@ def file_sha256(path: Path) -> str:
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> tuple[Path, str | None]:
-    """(checkpoint file, shipped model name or None): a path that exists is a user's checkpoint,
-    anything else must name a shipped model, whose file must match its recorded SHA-256."""
+    """(checkpoint file, shipped model name or None): a path that exists is a user's checkpoint (a
+    training run's folder: its checkpoint.pt), anything else must name a shipped model, whose file
+    must match its recorded SHA-256."""
     path = Path(name_or_path)
+    if path.is_dir() and (path / RUN_CHECKPOINT).is_file():  # an `amodalize train` run folder
+        path = path / RUN_CHECKPOINT
     if path.is_file():
         return path, None
     name = str(name_or_path)

@@ -30,11 +30,14 @@ from amodalize.errors import InputError, TrainingError
 from amodalize.infer.batcher import Completer, default_batch_size, resolve_device
 from amodalize.infer.calibrate import calibrate
 from amodalize.models.pcnet_m import category_factor, foreground_probability, load_pcnet_m, pack_input
-from amodalize.models.registry import file_sha256, resolve_checkpoint
+from amodalize.models.registry import RUN_CHECKPOINT, file_sha256, resolve_checkpoint
 from amodalize.models.unet import UNet, init_weights
 from amodalize.train.partial import PartialCompletionSet, split_instances, validation_samples
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = RUN_CHECKPOINT
+# Where a fine-tuning run keeps its fine-tuned model when the model it started from scored better
+# (checkpoint.pt then holds the starting weights, calibrated on the run's data).
+TRAINED_CHECKPOINT = "checkpoint-trained.pt"
 
 
 def weighted_cross_entropy(
@@ -376,6 +379,7 @@ def train(
                     "calibration": calibration.get("record"),
                     "init": started_from,
                     "categories_seen": categories_seen,
+                    "selection": calibration.get("selection"),
                 },
                 ckpt_path,
             )
@@ -430,29 +434,51 @@ def train(
         if cfg.run.calibration_samples:
             # held-out targets where there are enough of them; a tiny dataset calibrates on all
             targets = val_ids if len(val_ids) >= 50 else np.concatenate([train_ids, val_ids])
-            completer = Completer(
-                model,
-                cfg.data.input_size,
-                device=dev,
-                batch_size=default_batch_size(dev, cfg.data.input_size),
-                categories=cfg.model.categories,
-            )
-            found = calibrate(
-                bank,
-                targets,
-                train_ids,
-                data_cfg,
-                gap["gap"],
-                completer,
-                cfg.run.seed,
-                cfg.run.calibration_samples,
-            )
-            calibration["record"] = found.to_json()
+
+            def calibrated(net: torch.nn.Module, fusion: bool = True) -> dict:
+                completer = Completer(
+                    net,
+                    cfg.data.input_size,
+                    device=dev,
+                    batch_size=default_batch_size(dev, cfg.data.input_size),
+                    categories=cfg.model.categories,
+                )
+                args = (bank, targets, train_ids, data_cfg, gap["gap"], completer, cfg.run.seed)
+                return calibrate(*args, cfg.run.calibration_samples, fusion=fusion).to_json()
+
+            calibration["record"] = calibrated(model)
             log_record(run_dir, {"step": step, "calibration": calibration["record"]})
+            if started_from is not None:
+                # the same synthetic occlusions of the held-out masks, scored with the model the run
+                # started from: fine-tuning must not make a user's model worse without saying so
+                path, _ = resolve_checkpoint(started_from["shipped_model"] or started_from["path"])
+                start = load_pcnet_m(path).model.to(dev)
+                selection = select_model(calibration["record"], calibrated(start, fusion=False))
+                log_record(run_dir, {"step": step, "selection": selection})
+                calibration["selection"] = selection
+                if selection["kept"] == "start":
+                    checkpoint(step)  # the fine-tuned model, calibrated, kept beside
+                    os.replace(ckpt_path, run_dir / TRAINED_CHECKPOINT)
+                    model.load_state_dict(start.state_dict())
+                    calibration["record"] = calibrated(model)
             checkpoint(step)
     if dist.is_initialized():
         dist.barrier()
-    return {**metrics, "gap": gap["gap"], "calibration": calibration.get("record")}
+    return {
+        **metrics,
+        "gap": gap["gap"],
+        "calibration": calibration.get("record"),
+        "selection": calibration.get("selection"),
+    }
+
+
+def select_model(trained: dict, start: dict) -> dict:
+    """Which of the fine-tuned model and the one it started from to keep: the higher ordering
+    accuracy + completion IoU on the same synthetic occlusions (their calibration records); the
+    fine-tuned one on a tie."""
+    scores = {name: {k: rec[k] for k in ("order_acc", "iou")} for name, rec in (("trained", trained), ("start", start))}
+    total = {name: s["order_acc"] + s["iou"] for name, s in scores.items()}
+    return {**scores, "kept": "start" if total["start"] > total["trained"] else "trained"}
 
 
 def initial_weights(model: UNet, init: str | Path, cfg: TrainConfig) -> dict:
