@@ -2,7 +2,8 @@
 per object, ``class x1 y1 x2 y2 ...`` in [0, 1], and ``data.yaml`` naming the classes.
 
 Written here: Ultralytics' own ``convert_coco`` reads compressed RLE only through an extra package
-and writes no amodal masks, and the line format is a few numbers.
+and is no dependency of amodalize; the line format is a few numbers (tests/test_interop.py reads
+the labels back with Ultralytics' own label checker).
 """
 
 from __future__ import annotations
