@@ -73,7 +73,7 @@ def metrics_table(m: dict, title: str) -> Table:
         table.add_row(f"  pooled IoU, occlusion {b['bin']}", f"{_pct(b['pooled_iou'])}  (n={b['instances']})")
     for b in m["by_hidden_share"]:
         table.add_row(
-            f"  hidden {b['bin']} (occluded): IoU / missing / extra",
+            f"  {b['bin']} hidden: IoU / missing / extra",
             f"{_pct(b['miou'])} / {_pct(b['missing'])} / {_pct(b['extra'])}  (n={b['instances']})",
         )
     edges, amodal = m.get("edge_confidence"), m.get("amodal_confidence")
