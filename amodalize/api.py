@@ -24,7 +24,7 @@ from amodalize.data.masks import decode_crop, encode_crop, rle_bbox, tight
 from amodalize.data.records import Dataset, ImageRecord, Instance
 from amodalize.errors import InputError
 from amodalize.infer.hosts import convert_dataset
-from amodalize.pipeline import DEFAULT_TTA, load_completer, resolve_options
+from amodalize.pipeline import DEFAULT_TTA, load_completer, resolve_options, settings_record
 
 __all__ = ["Amodalizer", "Completion", "Edge", "convert_file"]
 
@@ -108,9 +108,8 @@ class Amodalizer:
         amodal = [decode_crop(result.amodal.get(inst.id, inst.modal)).within(window) for inst in dataset.instances]
         edges = [Edge(front - 1, back - 1, round(score, 4), conf) for front, back, score, conf in result.edges]
         confidence = [result.amodal_confidence.get(inst.id) for inst in dataset.instances]
-        settings = {k: v for k, v in opts.__dict__.items() if k not in ("method", "order")}
         # as a converted file records them (tuples as lists)
-        record = json.loads(json.dumps({"settings": settings, "decided": decided}))
+        record = json.loads(json.dumps({"settings": settings_record(opts), "decided": decided}))
         return Completion(amodal, edges, confidence, record)
 
 

@@ -263,6 +263,11 @@ def subset(dataset: Dataset, keep: list) -> Dataset:
     )
 
 
+def settings_record(opts: ConvertOptions) -> dict:
+    """The settings a conversion records in ``info.amodalize.settings``: every option but the methods."""
+    return {k: v for k, v in opts.__dict__.items() if k not in ("method", "order")}
+
+
 def convert_file(
     input_json: Path,
     output_json: Path,
@@ -310,7 +315,7 @@ def convert_file(
         "version": __version__,
         "method": opts.method,
         "order_method": opts.order,
-        "settings": {k: v for k, v in opts.__dict__.items() if k not in ("method", "order")},
+        "settings": settings_record(opts),
         "decided": decided,
         "input": str(input_json),
         "input_sha256": file_sha256(input_json),
