@@ -232,6 +232,33 @@ def test_recentred_completion_follows_the_hidden_part_out_of_the_first_window():
     assert queries == [1, 2, 3]  # one query for the occluded bar per pass; none for the front one
 
 
+class CentreNet(torch.nn.Module):
+    """A stand-in for PCNet-M sure of the target and its erasers near the crop's centre (P(fg) 0.9)
+    and unsure towards its edges (0.15), as a network is of a hidden part it sees cut off."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seen = (x[:, 0] > 0) | (x[:, 1] > 0)
+        size = x.shape[-1]
+        centre = (torch.arange(size) - (size - 1) / 2).abs() < 3 * size / 8
+        sure = seen & centre[None, None, :] & centre[None, :, None]
+        p = torch.where(sure, 0.9, torch.where(seen, 0.15, 0.01))
+        return torch.stack([torch.zeros_like(p), torch.log(p / (1 - p))], dim=1)
+
+
+def test_recentring_on_the_unsure_extent_follows_a_hidden_part_the_sure_one_stops_short_of():
+    """Recentred on the box of the sure completion (P(fg) > 0.2), each crop moves only as far along
+    the hidden bar as the last one was sure of; on the box of the unsure one (> 0.1) it reaches as
+    far as the last crop saw the bar, so the same passes recover more of it."""
+    ious = {}
+    for recentre_th in (0.0, 0.1):
+        work, back = bar_behind_bar()
+        completer = Completer(CentreNet(), 32, device=torch.device("cpu"))
+        opts = ConvertOptions("pcnet", "pcnet", recentre=6, recentre_th=recentre_th)
+        got = amodal_pcnet([work], opts, completer, {})[0][0].within((0, 0, 240, 64))
+        ious[recentre_th] = (got & back).sum() / (got | back).sum()
+    assert ious[0.1] > ious[0.0] + 0.04
+
+
 def test_completion_keeps_the_whole_visible_mask_where_the_network_drops_part_of_it():
     """P(fg) that covers only the right half of the visible mask and a bit under the occluder: the
     completion is that growth plus every visible pixel, even those outside the predicted box."""
