@@ -24,7 +24,7 @@ from amodalize.data.masks import decode_crop, encode_crop, rle_bbox, tight
 from amodalize.data.records import Dataset, ImageRecord, Instance
 from amodalize.errors import InputError
 from amodalize.infer.hosts import convert_dataset
-from amodalize.pipeline import DEFAULT_TTA, load_completer, resolve_options, settings_record
+from amodalize.pipeline import learned_protocol, load_completer, resolve_options, settings_record
 
 __all__ = ["Amodalizer", "Completion", "Edge", "convert_file"]
 
@@ -88,7 +88,7 @@ class Amodalizer:
         reference: bool = False,
         **settings: object,
     ) -> None:
-        tta = "none" if reference else tta or DEFAULT_TTA
+        self.order, tta = learned_protocol(reference, tta)
         self.completer, self.checkpoint = load_completer(checkpoint, device, batch_size, tta=tta)
         self.reference = reference
         self.settings = settings
@@ -98,9 +98,8 @@ class Amodalizer:
         given: H x W arrays, nonzero where the object is visible; ``categories``: their category
         ids (names only: the shipped model never sees them)."""
         dataset = masks_dataset(masks, categories)
-        order = "pcnet" if self.reference else "fused"
         opts, decided = resolve_options(
-            dataset, "pcnet", order, dict(self.settings), self.completer, self.checkpoint, self.reference
+            dataset, "pcnet", self.order, dict(self.settings), self.completer, self.checkpoint, self.reference
         )
         result = convert_dataset(dataset, opts, completer=self.completer)[1]
         height, width = dataset.images[0].height, dataset.images[0].width

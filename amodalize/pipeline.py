@@ -263,6 +263,12 @@ def subset(dataset: Dataset, keep: list) -> Dataset:
     )
 
 
+def learned_protocol(reference: bool, tta: str | None) -> tuple[str, str]:
+    """The ordering method with a model and the test-time augmentation of its queries: the
+    reference protocol's (dual completion, one view) or ours (fused; ``tta`` or DEFAULT_TTA)."""
+    return ("pcnet", "none") if reference else ("fused", tta or DEFAULT_TTA)
+
+
 def settings_record(opts: ConvertOptions) -> dict:
     """The settings a conversion records in ``info.amodalize.settings``: every option but the methods."""
     return {k: v for k, v in opts.__dict__.items() if k not in ("method", "order")}
@@ -303,9 +309,8 @@ def convert_file(
     """
     start = time.perf_counter()
     method = method or "pcnet"
-    learned = "pcnet" if reference else "fused"
+    learned, tta = learned_protocol(reference, tta)
     order = order or (learned if method == "pcnet" or checkpoint else "convex")
-    tta = "none" if reference else tta or DEFAULT_TTA
     needs_model = method == "pcnet" or order in ("pcnet", "fused")
     dataset = read_detections(input_json, images_from, min_score) if images_from else read_dataset(input_json, fmt)
     images = dataset.images if shard is None else dataset.images[shard[0] :: shard[1]]
