@@ -100,6 +100,7 @@ REFERENCE_SETTINGS = {
     "paste_resize": "binary",
     "complete_empty": True,
     "recentre": 0,
+    "grow_to_occluders": 0,
     "max_aspect": 0,
 }
 # Images whose instances a calibration on the input draws from, at most.

@@ -109,6 +109,14 @@ from amodalize.cli.options import (
     "completion; 0.1 completes objects over half hidden better on procedural and real-shape scenes, worse on COCOA).",
 )
 @click.option(
+    "--grow-to-occluders",
+    type=click.FloatRange(min=0, max=1),
+    default=0.5,
+    help="Set an occluded object's completion crop around its visible box grown this share of the way toward "
+    "the box of it and its occluders, under which its hidden part lies (0: the visible box, the reference; 0.5 "
+    "completes objects over half hidden about 1 IoU point better on every set measured).",
+)
+@click.option(
     "--max-aspect",
     type=click.FloatRange(min=0),
     default=2.5,
@@ -129,7 +137,8 @@ from amodalize.cli.options import (
     "--reference",
     is_flag=True,
     help="Every setting of the reference test protocol at once (thresholds 0.1/0.2, --replace-visible, "
-    "--no-clip, no dilation, bilinear completion inputs, --recentre 0, --max-aspect 0), whatever the checkpoint holds.",
+    "--no-clip, no dilation, bilinear completion inputs, --recentre 0, --grow-to-occluders 0, --max-aspect 0), "
+    "whatever the checkpoint holds.",
 )
 @click.option(
     "--batch-size",

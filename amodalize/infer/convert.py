@@ -85,6 +85,11 @@ class ConvertOptions:
         it cuts the hidden part off again (0: around the completion). Measured: objects over half
         hidden +0.4 to +1.7 IoU on the procedural and real-shape sets, the COCOA demo's objects
         -0.8 at 0.1 (docs/measurements.md, "The hidden half"), so off by default.
+    grow_to_occluders: an occluded object's completion crop is set around its visible box grown this
+        share of the way toward the box of its visible mask and its erasers within its ordering
+        window, as the hidden part lies under them (0: around the visible box, the reference).
+        Measured at 0.5: objects over half hidden +0.7 to +1.2 IoU on every standard set, no
+        hidden-share bucket lower by more than 0.23 (docs/measurements.md, "The hidden half").
     max_aspect: an object whose box is longer than this many times its width is completed on a
         window narrowed across it (``masks.completion_window``), so that it fills the network's
         input as if it were only that elongated: a 15:1 pole is a few patch pixels thick in a square
@@ -114,6 +119,7 @@ class ConvertOptions:
     recentre: int = 1
     max_aspect: float = 2.5
     recentre_th: float = 0.0
+    grow_to_occluders: float = 0.5
 
     def __post_init__(self) -> None:
         if self.method not in AMODAL_METHODS:
@@ -237,7 +243,8 @@ def amodal_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer, 
         wanted = [q for q in wanted if q[2]]
     narrowed = set()
     for w, i, members in wanted:
-        window = completion_window(works[w].live[i].bbox, opts.enlarge, opts.side_ratio, opts.max_aspect)
+        box = grown_box(works[w], i, members, opts.grow_to_occluders)
+        window = completion_window(box, opts.enlarge, opts.side_ratio, opts.max_aspect)
         if window != works[w].windows[i]:
             works[w].windows[i] = window
             narrowed.add((w, i, members))
@@ -282,6 +289,20 @@ def amodal_pcnet(works: list[Work], opts: ConvertOptions, completer: Completer, 
         if opts.iou_model is not None:
             work.iou = IoUModel(tuple(opts.iou_model)).estimate(f)
     return out
+
+
+def grown_box(work: Work, i: int, members: tuple[int, ...], share: float) -> list[float]:
+    """Instance ``i``'s visible box (x, y, w, h) grown ``share`` of the way toward the box of its
+    visible mask united with its erasers ``members`` within its window (the ordering one)."""
+    box = list(work.live[i].bbox)
+    if not members or share <= 0 or work.crops[i] is EMPTY:
+        return box
+    window = work.windows[i]
+    cover = union_within([work.crops[m] for m in members], window) | work.crops[i].within(window)
+    near = tight(cover, window[0], window[1]).window
+    ends = [box[0], box[1], box[0] + box[2], box[1] + box[3]]
+    x0, y0, x1, y1 = (a + share * (b - a) for a, b in zip(ends, near))
+    return [x0, y0, x1 - x0, y1 - y0]
 
 
 def undecided(prob: np.ndarray) -> float:

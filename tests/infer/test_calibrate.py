@@ -101,11 +101,24 @@ def test_convert_uses_the_calibration_and_flags_override_it(tmp_path, calibrated
     }
     assert info["settings"]["max_aspect"] == 2.5  # narrowed completion crops by default
     assert info["settings"]["recentre_th"] == 0  # recentred on the completion by default
-    flags = ["--order-th", "0.77", "--eraser-dilate", "3", "--max-aspect", "0", "--recentre-th", "0.1"]
+    assert info["settings"]["grow_to_occluders"] == 0.5
+    flags = [
+        "--order-th",
+        "0.77",
+        "--eraser-dilate",
+        "3",
+        "--max-aspect",
+        "0",
+        "--recentre-th",
+        "0.1",
+        "--grow-to-occluders",
+        "0",
+    ]
     invoke(["convert", modal, tmp_path / "b.json", "--checkpoint", path, *flags])
     settings = json.loads((tmp_path / "b.json").read_text())["info"]["amodalize"]["settings"]
     assert settings["order_th"] == 0.77 and settings["eraser_dilate"] == 3 and settings["amodal_th"] == cal["amodal_th"]
     assert settings["max_aspect"] == 0 and settings["recentre_th"] == 0.1
+    assert settings["grow_to_occluders"] == 0
     assert settings["gap"] == 0  # an explicit dilation measures no gap
 
 

@@ -169,7 +169,9 @@ def test_single_view_dual_completion_reproduces_the_output_before_fusion(tmp_pat
         opts = ConvertOptions("pcnet", "pcnet", **REFERENCE_SETTINGS)
         completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=1, tta="none")
     else:
-        opts = ConvertOptions("pcnet", "pcnet", order_th=0.3, amodal_th=0.3, paste_resize="binary", recentre=0)
+        opts = ConvertOptions(
+            "pcnet", "pcnet", order_th=0.3, amodal_th=0.3, paste_resize="binary", recentre=0, grow_to_occluders=0
+        )
         completer = Completer(HullNet(), 32, device=torch.device("cpu"), batch_size=8, tta="none")
     results = convert_dataset(read_dataset(modal), opts, completer=completer)
     doc = [

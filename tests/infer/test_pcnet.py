@@ -13,7 +13,7 @@ from amodalize.data.records import Dataset, ImageRecord, Instance
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.infer.amodal import paste
 from amodalize.infer.batcher import Completer
-from amodalize.infer.convert import ConvertOptions, amodal_pcnet, completion, prepare
+from amodalize.infer.convert import ConvertOptions, amodal_pcnet, completion, grown_box, prepare
 from amodalize.infer.hosts import MESSAGE_QUERIES, convert_dataset, message_queries
 from amodalize.infer.order import patches
 from amodalize.models.pcnet_m import load_pcnet_m
@@ -55,15 +55,18 @@ def square_and_bar(size=64):
 
 def test_dual_completion_orders_and_completes_with_a_known_model():
     dataset, square = square_and_bar()
-    completer = Completer(HullNet(), 64, device=torch.device("cpu"), batch_size=4)
-    result = convert_dataset(dataset, ConvertOptions("pcnet", "pcnet"), completer=completer)[1]
-    assert [(a, b) for a, b, *_ in result.edges] == [(2, 1)]  # the bar occludes the square
-    got = decode_crop(result.amodal[1]).within((0, 0, 64, 64))
-    assert (got & square).sum() / (got | square).sum() > 0.9  # resize rounding at the edges
-    # 2 ordering queries; the square's completion behind the bar reuses one and runs once more on
-    # the window around what it completed; the bar, with nothing in front, keeps its visible mask
-    # without a forward
-    assert completer.queries == 3
+    for grow, queries in ((0.5, 4), (0.0, 3)):
+        completer = Completer(HullNet(), 64, device=torch.device("cpu"), batch_size=4)
+        opts = ConvertOptions("pcnet", "pcnet", grow_to_occluders=grow)
+        result = convert_dataset(dataset, opts, completer=completer)[1]
+        assert [(a, b) for a, b, *_ in result.edges] == [(2, 1)]  # the bar occludes the square
+        got = decode_crop(result.amodal[1]).within((0, 0, 64, 64))
+        assert (got & square).sum() / (got | square).sum() > 0.9  # resize rounding at the edges
+        # 2 ordering queries; the square's first completion runs on its crop grown toward the bar
+        # (taller than the square), or reuses an ordering query on the visible box's crop, then
+        # once more around what it completed; the bar, with nothing in front, keeps its visible
+        # mask without a forward
+        assert completer.queries == queries
 
 
 def tiny_model(path):
@@ -232,6 +235,30 @@ def test_recentred_completion_follows_the_hidden_part_out_of_the_first_window():
     assert queries == [1, 2, 3]  # one query for the occluded bar per pass; none for the front one
 
 
+def test_grown_box_moves_toward_the_occluders_within_the_ordering_window():
+    """The back bar's visible box (10, 30, 20, 16) and the front bar inside its window (4, 22, 34, 52)
+    span x 10-34, y 28-48; half way there is (10, 29, 22, 18). Nothing in front: the visible box."""
+    work, _ = bar_behind_bar()
+    assert work.windows[0] == (4, 22, 34, 52)
+    assert grown_box(work, 0, (1,), 0.5) == [10, 29, 22, 18]
+    assert grown_box(work, 0, (1,), 0.0) == [10, 30, 20, 16]
+    assert grown_box(work, 1, (), 0.5) == work.live[1].bbox
+
+
+def test_a_crop_grown_toward_the_occluders_frames_more_of_the_hidden_part():
+    """With no recentring, the one completion of the back bar recovers more of it the further its
+    crop is grown toward the bar in front, for the same single query."""
+    ious = []
+    for share in (0.0, 0.5, 1.0):
+        work, back = bar_behind_bar()
+        completer = Completer(FillNet(), 32, device=torch.device("cpu"))
+        opts = ConvertOptions("pcnet", "pcnet", recentre=0, grow_to_occluders=share)
+        got = amodal_pcnet([work], opts, completer, {})[0][0].within((0, 0, 240, 64))
+        ious.append((got & back).sum() / (got | back).sum())
+        assert completer.queries == 1
+    assert ious[0] < ious[1] < ious[2]
+
+
 class CentreNet(torch.nn.Module):
     """A stand-in for PCNet-M sure of the target and its erasers near the crop's centre (P(fg) 0.9)
     and unsure towards its edges (0.15), as a network is of a hidden part it sees cut off."""
@@ -359,7 +386,8 @@ def test_an_elongated_object_is_completed_on_a_window_narrowed_across_it():
     ious, windows = {}, {}
     for max_aspect in (0.0, 2.5):
         insts, image, pole = pole_behind_box()
-        opts = ConvertOptions("pcnet", "pcnet", max_aspect=max_aspect, recentre=0)
+        # the window from the visible box alone (not grown toward the box in front)
+        opts = ConvertOptions("pcnet", "pcnet", max_aspect=max_aspect, recentre=0, grow_to_occluders=0)
         work = prepare(image, insts, opts)
         work.order = np.array([[0, -1], [1, 0]])  # the box occludes the pole
         completer = Completer(HullNet(), 16, device=torch.device("cpu"))
