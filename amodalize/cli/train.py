@@ -155,7 +155,7 @@ def train(
                 on_ready=ready,
             )
         else:
-            from amodalize.train.loop import TRAINED_CHECKPOINT
+            from amodalize.train.loop import MIN_HELD_OUT, TRAINED_CHECKPOINT
             from amodalize.train.loop import train as run
 
             metrics = run(
@@ -190,8 +190,14 @@ def train(
                 if chosen["kept"] == "start"
                 else "kept the fine-tuned model"
             )
+            masks = (
+                f"{chosen['masks']} held-out masks"
+                if chosen["held_out"]
+                else f"all {chosen['masks']} masks (fewer than {MIN_HELD_OUT} held out, so the fine-tuned model "
+                "has trained on most of them, which favours it)"
+            )
             console.print(
-                f"self-check on the same synthetic occlusions of held-out masks: fine-tuned order accuracy "
+                f"self-check on the same synthetic occlusions of {masks}: fine-tuned order accuracy "
                 f"{100 * trained['order_acc']:.1f}, IoU {100 * trained['iou']:.1f}; started from order accuracy "
                 f"{100 * start['order_acc']:.1f}, IoU {100 * start['iou']:.1f}: {kept}",
                 soft_wrap=True,
