@@ -85,9 +85,10 @@ class ConvertOptions:
         it cuts the hidden part off again (0: around the completion). Measured: objects over half
         hidden +0.4 to +1.7 IoU on the procedural and real-shape sets, the COCOA demo's objects
         -0.8 at 0.1 (docs/measurements.md, "The hidden half"), so off by default.
-    grow_to_occluders: an occluded object's completion crop is set around its visible box grown this
-        share of the way toward the box of its visible mask and its erasers within its ordering
-        window, as the hidden part lies under them (0: around the visible box, the reference).
+    grow_to_occluders: an occluded object's first completion crop is set around its visible box
+        grown this share of the way toward the box of its visible mask and its erasers within its
+        ordering window, as the hidden part lies under them (0: around the visible box, the
+        reference).
         Measured at 0.5: objects over half hidden +0.7 to +1.2 IoU on every standard set, no
         hidden-share bucket lower by more than 0.23 (docs/measurements.md, "The hidden half").
     max_aspect: an object whose box is longer than this many times its width is completed on a
