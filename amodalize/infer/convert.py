@@ -88,9 +88,8 @@ class ConvertOptions:
     grow_to_occluders: an occluded object's first completion crop is set around its visible box
         grown this share of the way toward the box of its visible mask and its erasers within its
         ordering window, as the hidden part lies under them (0: around the visible box, the
-        reference).
-        Measured at 0.5: objects over half hidden +0.7 to +1.2 IoU on every standard set, no
-        hidden-share bucket lower by more than 0.23 (docs/measurements.md, "The hidden half").
+        reference). Measured at 0.5: objects over half hidden +0.7 to +1.2 IoU on every standard
+        set, no hidden-share bucket lower by more than 0.23 (docs/measurements.md, "The hidden half").
     max_aspect: an object whose box is longer than this many times its width is completed on a
         window narrowed across it (``masks.completion_window``), so that it fills the network's
         input as if it were only that elongated: a 15:1 pole is a few patch pixels thick in a square
