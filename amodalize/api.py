@@ -54,12 +54,16 @@ class Completion:
     """One image's result: ``amodal[k]`` the completed H x W bool mask of input mask k (the input
     itself for an empty one), ``edges`` the occlusion order, ``amodal_confidence[k]`` the estimated
     IoU of ``amodal[k]`` with the truth (None where none is estimated), ``settings`` what was used
-    and how it was decided (``info.amodalize.settings`` / ``decided`` of a converted file)."""
+    and how it was decided (``info.amodalize.settings`` / ``decided`` of a converted file), and
+    ``visible[k]`` the part of input mask k that is visible: the mask itself, or where masks
+    overlap (drawn as COCO annotators draw) its part of them once each shared pixel went to the
+    object in front."""
 
     amodal: list[np.ndarray]
     edges: list[Edge]
     amodal_confidence: list[float | None]
     settings: dict = field(default_factory=dict)
+    visible: list[np.ndarray] = field(default_factory=list)
 
 
 class Amodalizer:
@@ -109,7 +113,8 @@ class Amodalizer:
         confidence = [result.amodal_confidence.get(inst.id) for inst in dataset.instances]
         # as a converted file records them (tuples as lists)
         record = json.loads(json.dumps({"settings": settings_record(opts), "decided": decided}))
-        return Completion(amodal, edges, confidence, record)
+        visible = [decode_crop(result.visible.get(inst.id, inst.modal)).within(window) for inst in dataset.instances]
+        return Completion(amodal, edges, confidence, record, visible)
 
 
 def masks_dataset(masks: Sequence[np.ndarray], categories: Sequence[int] | None = None) -> Dataset:

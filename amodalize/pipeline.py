@@ -12,7 +12,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from amodalize.infer.calibrate import calibrate, fit_fusion, fusion_scenes
 from amodalize.infer.convert import ConvertOptions
 from amodalize.infer.fusion import IoUModel, OrderFusion
 from amodalize.infer.hosts import convert_dataset
+from amodalize.infer.overlaps import KINDS
 from amodalize.models.pcnet_m import load_pcnet_m
 from amodalize.models.registry import DEFAULT_MODEL, file_sha256, resolve_checkpoint
 from amodalize.models.unet import fold_batchnorm, freeze_for_cpu
@@ -294,6 +295,7 @@ def convert_file(
     reference: bool = False,
     tta: str | None = None,
     review_json: Path | None = None,
+    min_amodal_confidence: float = 0.0,
     flush_every: int = 256,
     on_start: Callable[[int, int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
@@ -303,7 +305,8 @@ def convert_file(
     decided by ``resolve_options`` (``reference``: the reference test protocol's settings, one view);
     ``segmentation``: amodal masks as 'rle' or 'polygon' (``writer.augment``);
     ``tta``: the test-time augmentation of PCNet-M queries (default DEFAULT_TTA); ``review_json``:
-    where to write the least-confident edges and completions (``amodalize.review``).
+    where to write the least-confident edges and completions (``amodalize.review``);
+    ``min_amodal_confidence``: below it an object keeps its input mask (``writer.augment``).
 
     ``on_start(total images, already finished)`` and ``on_progress(images)`` report progress.
     Returns a summary (images, instances, edges, pairs, seconds, forwards, queries, warning).
@@ -329,6 +332,7 @@ def convert_file(
         "images_from": str(images_from) if images_from else None,
         "min_score": min_score if images_from else None,
         "checkpoint": ckpt_info,
+        "min_amodal_confidence": min_amodal_confidence,
     }
     fingerprint = hashlib.sha256(json.dumps([meta, shard, flush_every], sort_keys=True).encode()).hexdigest()
     store = ChunkStore(parts_dir(output_json), fingerprint)
@@ -343,6 +347,7 @@ def convert_file(
         results.update(done)
 
     part = subset(dataset, images) if shard else dataset
+    meta["overlaps"] = overlap_counts(results.values())
     if shard:
         positions = {id(inst): n for n, inst in enumerate(dataset.instances)}
         meta["shard"] = {
@@ -351,13 +356,21 @@ def convert_file(
             "images_total": len(dataset.images),
             "annotation_index": [positions[id(inst)] for inst in part.instances],
         }
-    doc = augment(part, results, meta, compat_kins=compat == "kins", segmentation=segmentation)
+    doc = augment(
+        part,
+        results,
+        meta,
+        compat_kins=compat == "kins",
+        segmentation=segmentation,
+        min_amodal_confidence=min_amodal_confidence,
+    )
     write_json_atomic(output_json, doc)
     if review_json:
         write_json_atomic(review_json, review(doc))
     store.remove()
     summary = _summary(part, results, completer, opts, time.perf_counter() - start)
     summary["decided"] = decided
+    summary["overlaps"] = meta["overlaps"]
     unseen = unseen_categories(part, ckpt_info)
     if unseen:
         summary["categories_unseen"] = unseen
@@ -365,6 +378,15 @@ def convert_file(
         shipped = ckpt_info["shipped_model"]
         summary["model"] = f"the shipped model {shipped!r}" if shipped else ckpt_info["path"]
     return summary
+
+
+def overlap_counts(results: Iterable[ImageResult]) -> dict[str, int]:
+    """Pairs of input masks drawn over each other, by kind (``infer.overlaps``), over ``results``."""
+    counts = dict.fromkeys(KINDS, 0)
+    for r in results:
+        for kind, n in r.overlaps.items():
+            counts[kind] += n
+    return counts
 
 
 def _summary(

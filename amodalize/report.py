@@ -272,6 +272,14 @@ def build_page(summary: dict, measured: dict | None, cards: list[str], source: P
         ("hidden area added", hidden),
         ("occlusion edges (with a confidence)", f"{s['edges']:,} ({s['edges_with_confidence']:,})"),
     ]
+    drawn = s["provenance"].get("overlaps") or {}
+    if any(drawn.values()):
+        counts.append(
+            (
+                "pairs of masks drawn over each other: nested (inner put in front) / overlapping / boundary sliver",
+                f"{drawn['nested']:,} / {drawn['overlapping']:,} / {drawn['sliver']:,}",
+            )
+        )
     estimates = [
         ("ordering accuracy (mean edge confidence)", _interval(s["order_accuracy"])),
         ("mean IoU of the completed occluded objects (mean amodal_confidence)", _interval(s["occluded_iou"])),

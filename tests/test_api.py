@@ -22,9 +22,11 @@ def model():
 
 
 def one_image_files(tmp_path):
-    """A made one-image file, and the real COCOA demo's image 5 where it is found."""
+    """Made one-image files (masks that partition the image, and masks drawn over each other), and
+    the real COCOA demo's image 5 where it is found."""
     invoke(["synth", tmp_path / "synth", "--images", "1", "--size", "128", "--seed", "3"])
-    files = [tmp_path / "synth" / "modal.json"]
+    invoke(["synth", tmp_path / "drawn", "--images", "1", "--size", "128", "--seed", "3", "--outlines", "0.5,0.5,0"])
+    files = [tmp_path / "synth" / "modal.json", tmp_path / "drawn" / "modal.json"]
     if (COCOA_DEMO / "5.json").is_file():
         files.append(COCOA_DEMO / "5.json")
     return files
@@ -49,6 +51,10 @@ def test_complete_gives_what_convert_writes(model, tmp_path):
         assert encoded == [a["segmentation"] for a in doc["annotations"]]
         assert result.amodal_confidence == [a.get("amodal_confidence") for a in doc["annotations"]]
         assert result.settings["settings"] == doc["info"]["amodalize"]["settings"]
+        visible = [encode_crop(Crop(m), image.height, image.width) for m in result.visible]
+        assert visible == [a["visible_mask"] for a in doc["annotations"]]
+        split = [v != i.modal for v, i in zip(visible, dataset.instances)]
+        assert any(split) == (src.parent.name == "drawn"), src
 
 
 def test_convert_file_is_the_command(tmp_path):

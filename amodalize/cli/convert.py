@@ -66,6 +66,14 @@ from amodalize.cli.options import (
     "to this JSON file: what to check first.",
 )
 @click.option(
+    "--min-amodal-confidence",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Keep the input mask as the amodal mask where the completion's amodal_confidence (its estimated "
+    "IoU) is below this, the completion kept as completed_mask (0: every completion is used).",
+)
+@click.option(
     "--area-front",
     type=click.Choice(["smaller", "larger"]),
     default="smaller",
@@ -220,6 +228,14 @@ def convert(input_json: Path, output_json: Path, checkpoint: str | None, shard: 
         f"{summary['kept']} box-only or empty annotations kept as they are, {summary['seconds']:.1f} s",
         soft_wrap=True,
     )
+    overlaps = summary["overlaps"]
+    if any(overlaps.values()):
+        console.print(
+            f"masks drawn over each other: {overlaps['nested']} nested pairs (the inner object put in front), "
+            f"{overlaps['overlapping']} overlapping, {overlaps['sliver']} boundary slivers (touching); "
+            "each visible mask is the object's part of their partition, the input kept as drawn_segmentation",
+            soft_wrap=True,
+        )
     model = summary.get("model")
     if model:
         console.print(escape(f"PCNet-M: {model}"), soft_wrap=True)

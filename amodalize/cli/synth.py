@@ -56,6 +56,14 @@ from amodalize.cli.options import EXISTING_FILE, FORMAT_OPTION, OUT_DIR, console
     help="Category ids of the objects: all 1, drawn from COCO's 80 ids (1-90), or from 0-79 as tools that "
     "count from 0 export them. The scenes are the same for each.",
 )
+@click.option(
+    "--outlines",
+    default="0,0,0",
+    metavar="NESTED,THROUGH,SLIVER",
+    help="Shares of objects outlined as COCO annotators outline each object alone, so that masks overlap: "
+    "around the objects in front that lie inside it, through everything in front, or 1-3 px into what lies "
+    "in front (e.g. 0.2,0.2,0.3); the scenes are the same for every share [default: visible masks only].",
+)
 @FORMAT_OPTION
 def synth(
     out_dir: Path,
@@ -70,6 +78,7 @@ def synth(
     shape_files: tuple[Path, ...],
     shapes_scale: float,
     categories: str,
+    outlines: str,
     fmt: str | None,
 ) -> None:
     """Generate occlusion scenes with exact ground truth into OUT_DIR.
@@ -90,6 +99,14 @@ def synth(
         raise click.BadParameter(f"expected MIN,MAX such as 2,4, got {objects!r}", param_hint="--objects") from None
     if not 1 <= low <= high:
         raise click.BadParameter(f"need 1 <= MIN <= MAX, got {objects!r}", param_hint="--objects")
+    try:
+        shares = tuple(float(v) for v in outlines.split(","))
+    except ValueError:
+        shares = ()
+    if len(shares) != 3:
+        raise click.BadParameter(
+            f"expected NESTED,THROUGH,SLIVER such as 0.2,0.2,0.3, got {outlines!r}", param_hint="--outlines"
+        )
     drawn = SHAPES if kinds is None else tuple(k.strip() for k in kinds.split(",") if k.strip())
     try:
         opts = SynthOptions(
@@ -102,9 +119,10 @@ def synth(
             render=render,
             kinds=drawn,
             categories=categories,
+            outlines=shares,
         )
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--kinds") from None
+        raise click.BadParameter(str(e), param_hint="--outlines" if "outline" in str(e) else "--kinds") from None
     canvas = round(size * shapes_scale)
     shapes = shapes_from([read_dataset(f, fmt) for f in shape_files], canvas, canvas) if shape_files else None
     if shape_files and not shapes:

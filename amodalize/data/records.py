@@ -73,7 +73,9 @@ class ImageResult:
     score in [0, 1], confidence in [0.5, 1] or None), the number of candidate pairs, and
     ``calibration`` = [completed area, visible area] summed over instances with nothing in front
     (their ratio should stay near 1), whether the order graph has a cycle, and the estimated IoU
-    of each completed mask (``amodal_confidence``, by annotation id; empty when not estimated)."""
+    of each completed mask (``amodal_confidence``, by annotation id; empty when not estimated).
+    Where input masks overlap (``infer.overlaps``): ``visible`` the visible RLE of each instance
+    that lost pixels to an object in front, and ``overlaps`` the count of pairs of each kind."""
 
     image_id: int
     amodal: dict[int, dict] = field(default_factory=dict)
@@ -82,6 +84,8 @@ class ImageResult:
     calibration: list[int] = field(default_factory=lambda: [0, 0])
     cyclic: bool = False
     amodal_confidence: dict[int, float] = field(default_factory=dict)
+    visible: dict[int, dict] = field(default_factory=dict)
+    overlaps: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """A JSON-ready dict (for resumable part files)."""
@@ -93,6 +97,8 @@ class ImageResult:
             "calibration": self.calibration,
             "cyclic": self.cyclic,
             "amodal_confidence": {str(k): v for k, v in self.amodal_confidence.items()},
+            "visible": {str(k): v for k, v in self.visible.items()},
+            "overlaps": self.overlaps,
         }
 
     @classmethod
@@ -106,4 +112,6 @@ class ImageResult:
             list(d["calibration"]),
             bool(d["cyclic"]),
             {int(k): v for k, v in d["amodal_confidence"].items()},
+            {int(k): v for k, v in d.get("visible", {}).items()},
+            dict(d.get("overlaps", {})),
         )

@@ -63,6 +63,11 @@ class SynthOptions:
         cans and bowls of tabletop scenes).
     categories: the ids objects draw their category from (CATEGORY_SETS: 'one', 'coco' or
         'zero-based'); drawn from a generator of their own, so the scenes are the same for each.
+    outlines: the shares of occluded objects outlined as COCO annotators outline each object alone
+        (``draw_outlines``): around the occluders that lie inside it (nested masks), through every
+        occluder (its whole amodal mask), or 1-3 px into what lies in front (a boundary sliver); the
+        rest get their visible mask, as in COCOA. Drawn from a generator of their own, so the
+        scenes are the same for every share (0, 0, 0: visible masks partition the image).
     """
 
     width: int = 256
@@ -76,8 +81,11 @@ class SynthOptions:
     render: bool = False
     kinds: tuple[str, ...] = SHAPES
     categories: str = "one"
+    outlines: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
+        if min(self.outlines) < 0 or sum(self.outlines) > 1:
+            raise ValueError(f"outline shares {self.outlines} must be at least 0 and add up to at most 1")
         if self.categories not in CATEGORY_SETS:
             raise ValueError(f"unknown category set {self.categories!r}; choose from {', '.join(CATEGORY_SETS)}")
         unknown = [k for k in self.kinds if k not in SHAPES]
@@ -213,6 +221,32 @@ def make_scene(
     return layer(candidates, opts.min_visible, opts.min_pixels, erode=opts.gap)
 
 
+def draw_outlines(
+    rng: np.random.Generator,
+    amodals: list[np.ndarray],
+    visibles: list[np.ndarray],
+    shares: tuple[float, float, float],
+) -> list[np.ndarray]:
+    """The masks an annotator who outlines each object alone draws for a scene (``[H, W]`` bool,
+    listed back to front): each object's visible mask, or with the probabilities ``shares`` the
+    mask outlined around the objects in front that lie (90% or more) inside it, through everything
+    in front, or 1-3 px into what lies in front."""
+    drawn = []
+    for k, (amodal, visible) in enumerate(zip(amodals, visibles)):
+        style = int(rng.choice(4, p=[1 - sum(shares), *shares]))
+        front = [visibles[j] for j in range(k + 1, len(visibles))]
+        if style == 1:
+            inside = [v & amodal for v in front if np.count_nonzero(v & amodal) >= 0.9 * max(np.count_nonzero(v), 1)]
+            visible = np.logical_or.reduce([visible, *inside])
+        elif style == 2:
+            visible = np.logical_or.reduce([visible, *(v & amodal for v in front)])
+        elif style == 3 and front:
+            reach = dilate_square(visible, int(rng.integers(1, 4)))
+            visible = visible | (reach & np.logical_or.reduce(front))
+        drawn.append(visible)
+    return drawn
+
+
 def place_cluster(rng: np.random.Generator, shapes: Sequence[np.ndarray], n: int, h: int, w: int) -> list[np.ndarray]:
     """``n`` of ``shapes`` placed on an ``[h, w]`` canvas, each near one placed before it (back to front)."""
     candidates, placed = [], []
@@ -260,15 +294,19 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def make_dataset(
     out_dir: Path, images: int, seed: int, opts: SynthOptions, shapes: Sequence[np.ndarray] | None = None
 ) -> tuple[Path, Path]:
-    """Write ``modal.json`` (plain COCO), ``gt.json`` (COCO-amodal) and, with ``render``, images;
-    objects are procedural, or ``shapes`` (tight bool masks, see ``shapes_from``)."""
+    """Write ``modal.json`` (plain COCO: the masks as ``opts.outlines`` draws them), ``gt.json``
+    (COCO-amodal, with the true visible masks) and, with ``render``, images; objects are
+    procedural, or ``shapes`` (tight bool masks, see ``shapes_from``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    records, instances, results = [], [], {}
+    records, instances, annotations, results = [], [], [], {}
     h, w = opts.height, opts.width
     ids = CATEGORY_SETS[opts.categories]
     for index in range(images):
         rng = np.random.default_rng([seed, index])
         amodals, visibles, occluders = make_scene(rng, opts, shapes)
+        outlined = visibles
+        if any(opts.outlines):
+            outlined = draw_outlines(np.random.default_rng([seed, index, 2]), amodals, visibles, opts.outlines)
         drawn = np.random.default_rng([seed, index, 1]).choice(ids, len(amodals))
         image_id = index + 1
         file_name = f"{image_id:06d}.png"
@@ -278,16 +316,10 @@ def make_dataset(
         first = len(instances) + 1
         for k, (amodal, visible) in enumerate(zip(amodals, visibles)):
             modal = encode_crop(Crop(visible), h, w)
-            ann = {
-                "id": first + k,
-                "image_id": image_id,
-                "category_id": int(drawn[k]),
-                "iscrowd": 0,
-                "segmentation": modal,
-                "bbox": rle_bbox(modal),
-                "area": rle_area(modal),
-            }
+            ann = _annotation(first + k, image_id, int(drawn[k]), modal)
             instances.append(Instance(first + k, image_id, ann["category_id"], modal, ann["bbox"], source=ann))
+            outline = modal if outlined[k] is visible else encode_crop(Crop(outlined[k]), h, w)
+            annotations.append(ann if outline is modal else _annotation(first + k, image_id, int(drawn[k]), outline))
             result.amodal[first + k] = encode_crop(Crop(amodal), h, w)
             result.edges += [(first + j, first + k, 1.0, None) for j in occluders[k]]
         results[image_id] = result
@@ -301,7 +333,7 @@ def make_dataset(
     modal = {
         "info": info,
         "images": [r.source for r in records],
-        "annotations": [i.source for i in instances],
+        "annotations": annotations,
         "categories": categories_of(ids),
     }
     dataset = Dataset(out_dir / "modal.json", "coco", records, instances, categories_of(ids), {"info": info})
@@ -309,6 +341,19 @@ def make_dataset(
     write_json_atomic(out_dir / "modal.json", modal)
     write_json_atomic(out_dir / "gt.json", gt)
     return out_dir / "modal.json", out_dir / "gt.json"
+
+
+def _annotation(ann_id: int, image_id: int, category_id: int, mask: dict) -> dict:
+    """A plain COCO annotation of an RLE ``mask``."""
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "iscrowd": 0,
+        "segmentation": mask,
+        "bbox": rle_bbox(mask),
+        "area": rle_area(mask),
+    }
 
 
 def shapes_from(datasets: Sequence[Dataset], width: int, height: int) -> list[np.ndarray]:

@@ -6,9 +6,17 @@ kept verbatim as ``visible_polygons``); ``invisible_mask`` = amodal minus visibl
 invisible / amodal area, ``occluded_by`` = sorted ids of the direct occluders, and, where the
 conversion estimates it, ``amodal_confidence`` = the estimated IoU of the amodal mask with the truth.
 Any other input value amodalize overwrites (e.g. COCOA's annotated amodal polygon) is kept under
-``source_fields``. Crowd regions and annotations with an empty visible mask (box-only ones) are
-written back as they came. Per file: ``occlusion_pairs`` (the order graph; each edge's ``score`` and, with
-fused ordering, ``confidence`` = P(this occluder is in front)) and ``info.amodalize`` (how it was made).
+``source_fields``. With ``min_amodal_confidence``, a completion less sure than that is kept as
+``completed_mask`` and the input mask stands as the amodal mask.
+
+Where input masks overlap (COCO annotators outline each object alone), the visible mask is the
+object's part of the partition (``infer.overlaps``: shared pixels go to the object in front), the
+amodal mask holds the whole input mask, and the input segmentation is kept verbatim as
+``drawn_segmentation`` (instead of ``visible_polygons``; as ``segmentation`` itself where the amodal
+mask is the input mask). Crowd regions and annotations with an empty visible mask (box-only ones)
+are written back as they came. Per file: ``occlusion_pairs`` (the order graph; each edge's ``score``
+and, with fused ordering, ``confidence`` = P(this occluder is in front)) and ``info.amodalize`` (how
+it was made, with ``overlaps``: the pairs of input masks of each kind).
 """
 
 from __future__ import annotations
@@ -28,22 +36,30 @@ MOVED_FROM_COCO = ("segmentation", "bbox", "area")
 
 
 def annotation_fields(
-    inst: Instance, amodal: dict, occluders: list[int], fmt: str, kins: bool, polygons: bool = False
+    inst: Instance,
+    amodal: dict,
+    occluders: list[int],
+    fmt: str,
+    kins: bool,
+    polygons: bool = False,
+    visible: dict | None = None,
 ) -> dict:
     """The fields amodalize sets on one annotation; ``polygons`` writes the amodal mask as COCO
-    polygons (``masks.rle_to_polygons``) instead of a compressed RLE.
+    polygons (``masks.rle_to_polygons``) instead of a compressed RLE; ``visible`` is the visible
+    mask where it is not the input mask (the input mask overlapped an object in front).
 
-    From a COCO input, an object whose amodal mask is its visible mask keeps its input
+    From a COCO input, an object whose amodal mask is its input mask keeps its input
     segmentation, box and area as they were (rasterising thin polygons loses pixels), and an
     occluded object's amodal box holds its input box."""
-    visible_area = rle_area(inst.modal)
+    drawn_area = rle_area(inst.modal)
     src = inst.source
     from_coco = fmt == "coco"
     area = rle_area(amodal)
-    invisible = rle_minus(amodal, inst.modal)
+    invisible = rle_minus(amodal, inst.modal if visible is None else visible)
     invisible_area = rle_area(invisible)
+    beyond_drawn = invisible_area if visible is None else rle_area(rle_minus(amodal, inst.modal))
     segmentation, bbox = amodal, rle_bbox(amodal)
-    if from_coco and invisible_area == 0 and area == visible_area:
+    if from_coco and beyond_drawn == 0 and area == drawn_area:
         segmentation, bbox, area = src["segmentation"], src.get("bbox", bbox), src.get("area", area)
     elif from_coco and _is_box(src.get("bbox")):
         bbox = box_union(bbox, src["bbox"])
@@ -55,13 +71,21 @@ def annotation_fields(
         "area": area,
         "visible_mask": inst.modal,
         "visible_bbox": src["bbox"] if from_coco and "bbox" in src else rle_bbox(inst.modal),
-        "visible_area": src["area"] if from_coco and "area" in src else visible_area,
+        "visible_area": src["area"] if from_coco and "area" in src else drawn_area,
         "invisible_mask": invisible,
         "occlude_rate": invisible_area / area if area else 0.0,
         "occluded_by": sorted(occluders),
     }
+    if visible is not None:
+        fields.update(
+            visible_mask=visible,
+            visible_bbox=rle_bbox(visible),
+            visible_area=rle_area(visible),
+        )
+        if segmentation is not src.get("segmentation"):  # else the input segmentation is kept as is
+            fields["drawn_segmentation"] = src.get("segmentation", inst.modal)
     if kins:
-        fields["inmodal_seg"] = inst.modal
+        fields["inmodal_seg"] = fields["visible_mask"]
         fields["inmodal_bbox"] = fields["visible_bbox"]
     return fields
 
@@ -80,11 +104,14 @@ def augment(
     meta: dict,
     compat_kins: bool = False,
     segmentation: str = "rle",
+    min_amodal_confidence: float = 0.0,
 ) -> dict:
     """The output document: the input with amodal masks, order and provenance added.
 
     ``results`` maps every image id to its ImageResult; ``segmentation`` is how amodal masks are
-    written: 'rle' (compressed) or 'polygon' (COCO polygons, for tools that read no RLE).
+    written: 'rle' (compressed) or 'polygon' (COCO polygons, for tools that read no RLE). An object
+    whose ``amodal_confidence`` is below ``min_amodal_confidence`` keeps its input mask as its amodal
+    mask, its completion moving to ``completed_mask``.
     """
     if segmentation not in SEGMENTATIONS:
         raise ValueError(f"unknown segmentation {segmentation!r}; choose from {', '.join(SEGMENTATIONS)}")
@@ -102,17 +129,28 @@ def augment(
         ann = dict(inst.source)
         # crowd regions, and box-only or empty annotations (nothing to complete), stay as they came
         if not inst.iscrowd and inst.id in results[inst.image_id].amodal:
-            amodal = results[inst.image_id].amodal[inst.id]
+            result = results[inst.image_id]
+            visible = result.visible.get(inst.id)
+            amodal = result.amodal[inst.id]
+            unsure = result.amodal_confidence.get(inst.id, 1.0) < min_amodal_confidence and amodal != inst.modal
             new = annotation_fields(
-                inst, amodal, occluded_by[inst.id], dataset.format, compat_kins, segmentation == "polygon"
+                inst,
+                inst.modal if unsure else amodal,
+                occluded_by[inst.id],
+                dataset.format,
+                compat_kins,
+                segmentation == "polygon",
+                visible,
             )
-            if inst.id in results[inst.image_id].amodal_confidence:
-                new["amodal_confidence"] = results[inst.image_id].amodal_confidence[inst.id]
+            if inst.id in result.amodal_confidence:
+                new["amodal_confidence"] = result.amodal_confidence[inst.id]
+            if unsure:
+                new["completed_mask"] = amodal
             kept = {k: ann[k] for k, v in new.items() if k in ann and ann[k] != v}
             if dataset.format == "coco":
                 for k in MOVED_FROM_COCO:
                     kept.pop(k, None)
-                if isinstance(ann.get("segmentation"), list):
+                if isinstance(ann.get("segmentation"), list) and visible is None:
                     new["visible_polygons"] = ann["segmentation"]
             if kept:
                 new["source_fields"] = {**ann.get("source_fields", {}), **kept}

@@ -30,6 +30,16 @@ from amodalize.infer.amodal import eraser_members, paste
 from amodalize.infer.batcher import Completer
 from amodalize.infer.fusion import IOU_FEATURES, IoUModel, OrderFusion, decide, iou_features, pair_features
 from amodalize.infer.order import edges, has_cycle, increment, order_from_increments, patches, soft_increment
+from amodalize.infer.overlaps import (
+    NESTED_CONFIDENCE,
+    Overlap,
+    count_kinds,
+    decided_fronts,
+    drawn_fronts,
+    find_overlaps,
+    partition,
+    tempered,
+)
 from amodalize.infer.pairs import touching_pairs
 
 AMODAL_METHODS = ("raw", "convex", "convex-r", "pcnet")
@@ -135,15 +145,18 @@ class ConvertOptions:
 
 @dataclass
 class Work:
-    """One image in flight: its live instances, their crops and network windows (square around each
-    visible box for ordering; completion narrows those of elongated objects and recentres those of
-    the occluded), pairs and order."""
+    """One image in flight: its live instances, their visible crops (the input masks, or where they
+    overlap the partition of ``infer.overlaps``) and network windows (square around each input box
+    for ordering; completion narrows those of elongated objects and recentres those of the
+    occluded), pairs and order; ``drawn`` the input masks where they overlap (else None)."""
 
     image: ImageRecord
     live: list[Instance]
     crops: list[Crop]
     windows: list[tuple[int, int, int, int]]
     pairs: list[tuple[int, int]]
+    drawn: list[Crop] | None = None
+    overlaps: list[Overlap] = field(default_factory=list)
     hulls: list[Crop] = field(default_factory=list)
     order: np.ndarray | None = None
     score: np.ndarray | None = None
@@ -154,13 +167,44 @@ class Work:
 
 
 def prepare(image: ImageRecord, instances: list[Instance], opts: ConvertOptions) -> Work:
+    """One image's work: crops decoded, masks drawn over each other split as drawn
+    (``overlaps.drawn_fronts``), candidate pairs found (touching ones and every overlapping one)."""
     live = [inst for inst in instances if not inst.iscrowd]
-    crops = [decode_crop(inst.modal) for inst in live]
+    drawn = [decode_crop(inst.modal) for inst in live]
+    overlaps = find_overlaps(drawn)
+    crops = partition(drawn, drawn_fronts(overlaps)) if overlaps else drawn
     windows = [square_window(inst.bbox, opts.enlarge, opts.side_ratio) for inst in live]
-    work = Work(image, live, crops, windows, touching_pairs(crops, 1 + max(opts.gap, opts.eraser_dilate)))
-    if opts.order in ("convex", "fused") or opts.method in ("convex", "convex-r"):
-        work.hulls = [convex_hull(c) for c in crops]
+    pairs = touching_pairs(crops, 1 + max(opts.gap, opts.eraser_dilate))
+    if overlaps:
+        shared = {(o.i, o.j) for o in overlaps if crops[o.i] is not EMPTY and crops[o.j] is not EMPTY}
+        pairs = sorted(set(pairs) | shared)
+    work = Work(image, live, crops, windows, pairs, drawn if overlaps else None, overlaps)
+    set_hulls(work, opts)
     return work
+
+
+def set_hulls(work: Work, opts: ConvertOptions) -> None:
+    """The convex hulls of the visible crops, where the ordering or completion method uses them."""
+    if opts.order in ("convex", "fused") or opts.method in ("convex", "convex-r"):
+        work.hulls = [convex_hull(c) for c in work.crops]
+
+
+def settle_overlaps(work: Work, opts: ConvertOptions) -> None:
+    """Put each nested mask in front of its container, temper the confidence of the other pairs drawn
+    over each other (``overlaps.tempered``) and give every shared pixel to the object in front
+    (``overlaps.decided_fronts``), once the order of the overlapping pairs is decided."""
+    for o in work.overlaps:
+        i, j = o.i, o.j
+        if o.kind == "nested":
+            front, back = o.inner, o.outer
+            work.order[front, back], work.order[back, front] = 1, -1
+            work.score[front, back] = work.score[back, front] = max(o.share_i, o.share_j)
+            if work.confidence is not None:
+                work.confidence[i, j] = work.confidence[j, i] = NESTED_CONFIDENCE
+        elif work.confidence is not None and work.order[i, j] != 0:
+            work.confidence[i, j] = work.confidence[j, i] = tempered(float(work.confidence[i, j]), o.kind)
+    work.crops = partition(work.drawn, decided_fronts(work.overlaps, work.order))
+    set_hulls(work, opts)
 
 
 def _order_baseline(work: Work, opts: ConvertOptions) -> None:
@@ -346,14 +390,25 @@ def _amodal_baseline(work: Work, opts: ConvertOptions) -> list[Crop] | None:
 
 
 def _finish(work: Work, completed: list[Crop] | None) -> ImageResult:
+    """The image's result; where masks overlapped, every amodal mask holds its input mask (drawn
+    pixels, seen or drawn through) and ``visible`` holds the partition's part of those that lost pixels."""
     result = ImageResult(work.image.id, pairs_tested=len(work.pairs), cyclic=has_cycle(work.order))
+    drawn = work.drawn or work.crops
+    if work.overlaps:
+        result.overlaps = count_kinds(work.overlaps)
+        if completed is None:
+            completed = work.crops
+        completed = [_with(c, d) for c, d in zip(completed, drawn)]
+        for k, inst in enumerate(work.live):
+            if work.crops[k] is not drawn[k]:
+                result.visible[inst.id] = encode_crop(work.crops[k], work.image.height, work.image.width)
     confidence = work.confidence
     result.edges = [
         (work.live[a].id, work.live[b].id, s, None if confidence is None else round(float(confidence[a, b]), 4))
         for a, b, s in edges(work.order, work.score)
     ]
     for k, inst in enumerate(work.live):
-        if work.crops[k] is EMPTY and (completed is None or completed[k] is EMPTY):
+        if drawn[k] is EMPTY and (completed is None or completed[k] is EMPTY):
             continue  # a box-only or empty annotation: nothing to complete, left as it came
         if work.iou is not None:
             result.amodal_confidence[inst.id] = round(float(work.iou[k]), 4)
@@ -363,8 +418,16 @@ def _finish(work: Work, completed: list[Crop] | None) -> ImageResult:
             result.amodal[inst.id] = encode_crop(completed[k], work.image.height, work.image.width)
             if not np.any(work.order[k] == -1):  # nothing in front: completion should keep its size
                 result.calibration[0] += completed[k].area
-                result.calibration[1] += work.crops[k].area
+                result.calibration[1] += drawn[k].area
     return result
+
+
+def _with(crop: Crop, drawn: Crop) -> Crop:
+    """``crop`` united with the input mask ``drawn``."""
+    if crop is EMPTY or drawn is EMPTY:
+        return drawn if crop is EMPTY else crop
+    window = union_window(crop.window, drawn.window)
+    return Crop(crop.within(window) | drawn.within(window), window[0], window[1])
 
 
 def convert_chunk(
@@ -378,6 +441,10 @@ def convert_chunk(
     else:
         for work in works:
             _order_baseline(work, opts)
+    for w, work in enumerate(works):
+        if work.overlaps:  # its ordering patches were made on the partition as drawn
+            settle_overlaps(work, opts)
+            reuse = {q: p for q, p in reuse.items() if q[0] != w}
     if opts.method == "pcnet":
         completed = amodal_pcnet(works, opts, completer, reuse)
     else:

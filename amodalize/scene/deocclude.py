@@ -68,13 +68,19 @@ def objects_from_file(dataset: Dataset, image: ImageRecord) -> list[SceneObject]
 
 
 def objects_from_results(dataset: Dataset, image: ImageRecord, result: object) -> list[SceneObject]:
-    """The non-crowd objects of ``image`` with amodal masks and order from a conversion result."""
+    """The non-crowd objects of ``image`` with visible parts (where input masks overlapped, each
+    object's part of their partition), amodal masks and order from a conversion result."""
     insts = [i for i in dataset.by_image[image.id] if not i.iscrowd]
     occluded_by: dict[int, list[int]] = {i.id: [] for i in insts}
     for front, back, *_ in result.edges:
         occluded_by[back].append(front)
     return [
-        SceneObject(i, decode_crop(i.modal), decode_crop(result.amodal.get(i.id, i.modal)), occluded_by[i.id])
+        SceneObject(
+            i,
+            decode_crop(result.visible.get(i.id, i.modal)),
+            decode_crop(result.amodal.get(i.id, i.modal)),
+            occluded_by[i.id],
+        )
         for i in insts
     ]
 
