@@ -23,6 +23,7 @@ from amodalize.data.formats import read_dataset
 from amodalize.data.formats.common import load_json
 from amodalize.data.formats.detections import read_detections
 from amodalize.data.gaps import estimate_gap, modal_groups
+from amodalize.data.masks import rle_area
 from amodalize.data.records import Dataset, ImageResult
 from amodalize.data.writer import augment, merge_parts, write_json_atomic
 from amodalize.infer.batcher import Completer, default_batch_size, keep_freed_memory, resolve_device
@@ -104,6 +105,8 @@ REFERENCE_SETTINGS = {
     "grow_to_occluders": 0,
     "max_aspect": 0,
 }
+# What a file none of whose annotations has a visible mask records as the source of its settings.
+NOTHING_TO_COMPLETE = "nothing to complete: no annotation has a visible mask"
 # Images whose instances a calibration on the input draws from, at most.
 CALIBRATION_IMAGES = 400
 # Defaults for a checkpoint with no calibration (reference checkpoints, older amodalize ones).
@@ -111,9 +114,11 @@ UNCALIBRATED = {"order_th": 0.1, "amodal_th": 0.2}
 
 
 def input_bank(dataset: Dataset) -> InstanceBank:
-    """The instances of at most CALIBRATION_IMAGES images spread over the input, to calibrate on."""
-    step = max(1, len(dataset.images) // CALIBRATION_IMAGES)
-    return build_bank([subset(dataset, dataset.images[::step])])
+    """The instances of at most CALIBRATION_IMAGES images with a visible mask, spread over the input,
+    to calibrate on."""
+    images = [im for im in dataset.images if any(rle_area(i.modal) for i in dataset.by_image[im.id] if not i.iscrowd)]
+    step = max(1, len(images) // CALIBRATION_IMAGES)
+    return build_bank([subset(dataset, images[::step])])
 
 
 def calibration_samples(completer: Completer) -> int:
@@ -318,8 +323,14 @@ def convert_file(
     needs_model = method == "pcnet" or order in ("pcnet", "fused")
     dataset = read_detections(input_json, images_from, min_score) if images_from else read_dataset(input_json, fmt)
     images = dataset.images if shard is None else dataset.images[shard[0] :: shard[1]]
+    # a file of box-only (or empty) annotations is legal: it is written back with nothing completed
+    nothing = not any(not i.iscrowd and rle_area(i.modal) for i in dataset.instances)
+    needs_model = needs_model and not nothing
     completer, ckpt_info = load_completer(checkpoint, device, batch_size, tta=tta) if needs_model else (None, None)
-    opts, decided = resolve_options(dataset, method, order, settings, completer, ckpt_info, reference)
+    if nothing:
+        opts, decided = ConvertOptions(method, order), {"source": NOTHING_TO_COMPLETE}
+    else:
+        opts, decided = resolve_options(dataset, method, order, settings, completer, ckpt_info, reference)
     meta = {
         "version": __version__,
         "method": opts.method,
@@ -342,7 +353,12 @@ def convert_file(
         on_start(len(images), len(images) - len(todo))
     for k in range(0, len(todo), flush_every):
         block = todo[k : k + flush_every]
-        done = convert_dataset(dataset, opts, block, workers=workers, completer=completer, on_progress=on_progress)
+        if nothing:
+            done = {image.id: ImageResult(image.id) for image in block}
+            if on_progress:
+                on_progress(len(block))
+        else:
+            done = convert_dataset(dataset, opts, block, workers=workers, completer=completer, on_progress=on_progress)
         store.save(list(done.values()))
         results.update(done)
 
@@ -371,6 +387,7 @@ def convert_file(
     summary = _summary(part, results, completer, opts, time.perf_counter() - start)
     summary["decided"] = decided
     summary["overlaps"] = meta["overlaps"]
+    summary["clipped"] = [i.id for i in part.instances if i.clipped]
     unseen = unseen_categories(part, ckpt_info)
     if unseen:
         summary["categories_unseen"] = unseen

@@ -73,8 +73,8 @@ def render(
 def background_of(image: ImageRecord, images_dir: Path | None) -> np.ndarray | None:
     """The image's BGR pixels from ``images_dir``, or None when there is no such readable file of the
     annotated size (the picture is then drawn on a blank canvas)."""
-    if images_dir is None or not image.file_name:
-        return None
+    if images_dir is None or not image.file_name or not (images_dir / image.file_name).is_file():
+        return None  # (OpenCV would print a warning of its own for a missing file)
     pixels = cv2.imread(str(images_dir / image.file_name), cv2.IMREAD_COLOR)
     if pixels is None or pixels.shape[:2] != (image.height, image.width):
         return None
@@ -83,17 +83,23 @@ def background_of(image: ImageRecord, images_dir: Path | None) -> np.ndarray | N
 
 def write_pictures(
     dataset: Dataset, out_dir: Path, image_ids: list[int] | None = None, images_dir: Path | None = None
-) -> list[Path]:
-    """Write ``<image id>.png`` per chosen image into ``out_dir``; returns the paths written.
-    Raises InputError naming the ids in ``image_ids`` that the file does not hold."""
+) -> tuple[list[Path], list[str]]:
+    """Write ``<image id>.png`` per chosen image into ``out_dir``; returns the paths written and the
+    file names of the images not found in ``images_dir`` (drawn on a blank canvas). Raises
+    InputError naming the ids in ``image_ids`` that the file does not hold, or when ``images_dir``
+    holds none of the chosen images (nothing is written then)."""
     chosen = [im for im in dataset.images if image_ids is None or im.id in image_ids]
     missing = sorted(set(image_ids or ()) - {im.id for im in chosen})
     if missing:
         raise InputError(dataset.path, f"has no image with id {', '.join(map(str, missing))}")
+    backgrounds = [background_of(image, images_dir) for image in chosen]
+    blank = [str(image.file_name) for image, b in zip(chosen, backgrounds) if b is None]
+    if images_dir is not None and chosen and len(blank) == len(chosen):
+        raise InputError(images_dir, f"holds none of the {len(chosen)} images asked for (e.g. {blank[0]!r})")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for image in chosen:
+    for image, background in zip(chosen, backgrounds):
         path = out_dir / f"{image.id}.png"
-        cv2.imwrite(str(path), draw(image, dataset.by_image[image.id], background_of(image, images_dir)))
+        cv2.imwrite(str(path), draw(image, dataset.by_image[image.id], background))
         written.append(path)
-    return written
+    return written, blank if images_dir is not None else []

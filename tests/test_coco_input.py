@@ -155,3 +155,62 @@ def test_visualize_unknown_image_ids_fail(tmp_path):
     result = invoke(["visualize", src, tmp_path / "pics", "--images", "7,1,2"], exit_code=2)
     assert "has no image with id 1, 2" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "pics").exists()
+
+
+def test_visualize_names_missing_image_files(tmp_path):
+    import cv2
+
+    src = coco_file(tmp_path / "in.json", [ann(1, square(5, 5, 20), [5, 5, 20, 20])])
+    doc = json.loads(src.read_text())
+    doc["images"].append({"id": 8, "width": 80, "height": 60, "file_name": "8.jpg"})
+    doc["annotations"].append({**ann(2, square(5, 5, 20), [5, 5, 20, 20]), "image_id": 8})
+    src.write_text(json.dumps(doc))
+    images = tmp_path / "images"
+    images.mkdir()
+    result = invoke(["visualize", src, tmp_path / "none", "--images-dir", images], exit_code=2)
+    assert f"{images}: holds none of the 2 images asked for" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "none").exists()
+    cv2.imwrite(str(images / "8.jpg"), np.full((60, 80, 3), 128, np.uint8))
+    lines = invoke(["visualize", src, tmp_path / "pics", "--images-dir", images]).stderr.strip().splitlines()
+    assert "'7.jpg' not found" in lines[0]
+    assert lines[-1].startswith("wrote 2 pictures") and "1 of them on a blank canvas" in lines[-1]
+
+
+@pytest.mark.parametrize("method", ["pcnet", "convex-r"])
+def test_a_file_of_box_only_annotations_is_written_back_with_nothing_completed(tmp_path, method):
+    boxes = [ann(5, [], [40.5, 10.25, 12, 9], area=108), ann(6, [], [1, 1, 5, 5], iscrowd=0)]
+    src = coco_file(tmp_path / "in.json", boxes)
+    out = tmp_path / "out.json"
+    said = invoke(["convert", src, out, "--method", method]).stderr
+    assert "nothing completed: none of the 2 annotations has a visible mask" in said and "Traceback" not in said
+    doc = json.loads(out.read_text())
+    source = json.loads(src.read_text())
+    assert doc["annotations"] == source["annotations"] and doc["images"] == source["images"]
+    assert doc["occlusion_pairs"] == [] and doc["licenses"] == source["licenses"]
+    empty = coco_file(tmp_path / "empty.json", [])
+    assert "no annotation with a visible mask" in invoke(["convert", empty, tmp_path / "o2.json"]).stderr
+    result = invoke(["train", src, "--out", tmp_path / "run"], exit_code=2)
+    assert "no annotation has a visible mask" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_polygons_outside_the_image_are_clipped_named_and_kept_once(tmp_path):
+    reaching = [[-500.0, 10, 70, 10, 70, 40, -500.0, 40]]  # far out on the left
+    src = coco_file(
+        tmp_path / "in.json", [ann(1, reaching, [0, 10, 70, 30]), ann(2, square(5, 45, 10), [5, 45, 10, 10])]
+    )
+    out = tmp_path / "out.json"
+    said = invoke(["convert", src, out, "--method", "convex-r", "--order", "convex"]).stderr
+    assert "1 annotations have polygon points outside their image (ids 1)" in said
+    first = json.loads(out.read_text())["annotations"][0]
+    assert first["segmentation"] == reaching and "visible_polygons" not in first  # as given, stored once
+    assert rle_bbox(first["visible_mask"]) == [0.0, 10.0, 70.0, 30.0]  # the part inside the image
+
+
+def test_logs_get_plain_progress_lines(tmp_path):
+    """stderr that is not a terminal (here the test runner's) gets progress lines, not a bar."""
+    src = coco_file(
+        tmp_path / "in.json", [ann(1, square(5, 5, 20), [5, 5, 20, 20]), ann(2, square(24, 5, 20), [24, 5, 20, 20])]
+    )
+    said = invoke(["convert", src, tmp_path / "out.json", "--method", "convex-r", "--order", "convex"]).stderr
+    assert "converting images: 0/1 (0%)" in said and "converting images: 1/1 (100%)" in said
+    assert "━" not in said

@@ -77,6 +77,7 @@ def test_yolo_labels_one_line_per_object(converted, tmp_path):
     invoke(["export", converted / "rle.json", "--to", "yolo", tmp_path, "--images-dir", converted / "images"])
     doc = json.loads((converted / "rle.json").read_text())
     data = yaml.safe_load((tmp_path / "data.yaml").read_text())
+    assert data["train"] == data["val"] and "no split is made" in (tmp_path / "data.yaml").read_text()
     lines = [line.split() for p in (tmp_path / "labels").glob("*.txt") for line in p.read_text().splitlines()]
     assert len(lines) == len(doc["annotations"]) and len(list((tmp_path / "images").iterdir())) == 4
     names = [c["name"] for c in sorted(doc["categories"], key=lambda c: c["id"])]
@@ -89,10 +90,14 @@ def test_cvat_file_carries_attributes_and_visible_outlines(converted, tmp_path):
     doc = json.loads((converted / "rle.json").read_text())
     out = json.loads((tmp_path / "annotations" / "instances_default.json").read_text())
     assert len(out["annotations"]) == 2 * len(doc["annotations"])
-    amodal = {a["id"]: a for a in out["annotations"] if "object" not in a["attributes"]}
+    amodal = {a["attributes"]["object"]: a for a in out["annotations"] if a["attributes"]["outline"] == "amodal"}
+    visible = {a["attributes"]["object"]: a for a in out["annotations"] if a["attributes"]["outline"] == "visible"}
+    assert set(amodal) == set(visible) == {a["id"] for a in doc["annotations"]}
     for ann in doc["annotations"]:
         attributes = amodal[ann["id"]]["attributes"]
         assert attributes["occluded_by"] == " ".join(map(str, ann["occluded_by"]))
+        # CVAT renumbers annotations: occluded_by must name what survives, the object attribute
+        assert all(int(k) in amodal for k in attributes["occluded_by"].split())
 
 
 def test_export_of_an_unconverted_file_is_one_line(converted, tmp_path):

@@ -191,7 +191,7 @@ def convert(input_json: Path, output_json: Path, checkpoint: str | None, shard: 
     \b
         amodalize convert val.json val_convexr.json --method convex-r --order convex
     """
-    from amodalize.pipeline import convert_file, merge_files, parts_dir
+    from amodalize.pipeline import NOTHING_TO_COMPLETE, convert_file, merge_files, parts_dir
 
     if output_json.resolve() == input_json.resolve():
         raise click.BadParameter("the output would overwrite the input file", param_hint="OUTPUT_JSON")
@@ -228,6 +228,21 @@ def convert(input_json: Path, output_json: Path, checkpoint: str | None, shard: 
         f"{summary['kept']} box-only or empty annotations kept as they are, {summary['seconds']:.1f} s",
         soft_wrap=True,
     )
+    if summary["clipped"]:
+        ids = ", ".join(map(str, summary["clipped"][:5])) + (", ..." if len(summary["clipped"]) > 5 else "")
+        console.print(
+            f"[bold yellow]warning:[/] {len(summary['clipped'])} annotations have polygon points outside their "
+            f"image (ids {escape(ids)}): only the part inside was used; the input polygons are kept as they were",
+            soft_wrap=True,
+        )
+    if summary["decided"].get("source") == NOTHING_TO_COMPLETE:
+        what = (
+            f"none of the {summary['kept']} annotations has a visible mask (box-only or empty)"
+            if summary["kept"]
+            else "the file has no annotation with a visible mask"
+        )
+        console.print(f"nothing completed: {what}; every annotation is written back as it came", soft_wrap=True)
+        return
     overlaps = summary["overlaps"]
     if any(overlaps.values()):
         console.print(

@@ -114,8 +114,11 @@ def visualize(ann_json: Path, out_dir: Path, image_ids: str | None, images_dir: 
     from amodalize.data.formats import read_dataset
     from amodalize.visualize import write_pictures
 
-    written = write_pictures(read_dataset(ann_json, fmt), out_dir, parse_ids(image_ids, "--images"), images_dir)
-    console.print(f"wrote {len(written)} pictures to {out_dir}", soft_wrap=True)
+    written, blank = write_pictures(read_dataset(ann_json, fmt), out_dir, parse_ids(image_ids, "--images"), images_dir)
+    for name in blank[:5]:
+        console.print(escape(f"image file {name!r} not found in {images_dir}: drawn on a blank canvas"), soft_wrap=True)
+    note = f", {len(blank)} of them on a blank canvas (their image files are not in {images_dir})" if blank else ""
+    console.print(escape(f"wrote {len(written)} pictures to {out_dir}{note}"), soft_wrap=True)
 
 
 @click.command()

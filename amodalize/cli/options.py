@@ -4,10 +4,13 @@ and the parsers of small option values."""
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from amodalize.data.formats import FORMATS
@@ -19,8 +22,14 @@ OUT_DIR = click.Path(file_okay=False, path_type=Path)
 OUT_FILE = click.Path(dir_okay=False, path_type=Path)
 
 
-def progress_bar() -> Progress:
-    """The rich progress bar every long command uses."""
+# Seconds between two progress lines when stderr is not a terminal (a log file, nohup, Slurm).
+LOG_EVERY_S = 10.0
+
+
+def progress_bar() -> Progress | LogProgress:
+    """The progress every long command shows: a rich bar on a terminal, else plain lines in the log."""
+    if not console.is_terminal:
+        return LogProgress(LOG_EVERY_S)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -31,6 +40,96 @@ def progress_bar() -> Progress:
         console=console,
         transient=False,
     )
+
+
+@dataclass
+class _Task:
+    description: str
+    total: float | None
+    completed: float = 0.0
+    visible: bool = True
+    start: float = field(default_factory=time.monotonic)
+    start_done: float = 0.0
+    said: float = -1.0
+    last: float = 0.0
+
+
+class LogProgress:
+    """What ``rich.progress.Progress`` shows, as plain lines for a log: ``done/total (share), rate,
+    eta`` at most every ``every`` seconds, and when a task finishes (the subset of its API that the
+    commands use: add_task, update, advance, reset, as a context manager)."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.tasks: list[_Task] = []
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for task in self.tasks:
+            if task.visible and task.said != task.completed and exc[0] is None:
+                self._say(task)
+
+    def add_task(self, description: str, total: float | None = None, visible: bool = True, **_: object) -> int:
+        self.tasks.append(_Task(description, total, visible=visible))
+        return len(self.tasks) - 1
+
+    def reset(self, task_id: int, total: float | None = None, description: str | None = None, **_: object) -> None:
+        task = self.tasks[task_id]
+        self.tasks[task_id] = _Task(description or task.description, total, visible=task.visible)
+
+    def advance(self, task_id: int, advance: float = 1) -> None:
+        self.update(task_id, completed=self.tasks[task_id].completed + advance)
+
+    def update(
+        self,
+        task_id: int,
+        *,
+        total: float | None = None,
+        completed: float | None = None,
+        description: str | None = None,
+        visible: bool | None = None,
+        **_: object,
+    ) -> None:
+        task = self.tasks[task_id]
+        task.total = task.total if total is None else total
+        task.description = task.description if description is None else description
+        if completed is not None:
+            if task.said < 0 and task.completed == 0:  # work done before this run (a resume) is not its rate
+                task.start, task.start_done = time.monotonic(), completed
+            task.completed = completed
+        if visible is not None:
+            task.visible = visible
+        now = time.monotonic()
+        finished = task.total is not None and task.completed >= task.total
+        if task.visible and (task.said < 0 or finished or now - task.last >= self.every):
+            if task.said != task.completed or task.said < 0:
+                self._say(task)
+
+    def _say(self, task: _Task) -> None:
+        task.said, task.last = task.completed, time.monotonic()
+        elapsed = task.last - task.start
+        rate = (task.completed - task.start_done) / elapsed if elapsed > 0 else 0.0
+        done = f"{task.completed:g}"
+        if task.total:
+            done += f"/{task.total:g} ({100 * task.completed / task.total:.0f}%)"
+        line = f"{task.description or 'working'}: {done}, {_duration(elapsed)} elapsed"
+        if rate > 0:
+            line += f", {rate:.3g}/s"
+            if task.total and task.completed < task.total:
+                line += f", eta {_duration((task.total - task.completed) / rate)}"
+        console.print(escape(line), soft_wrap=True, highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as ``12 s``, ``3 min 4 s`` or ``1 h 2 min``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 class AutoOrCount(click.ParamType):

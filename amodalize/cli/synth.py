@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from amodalize.cli.options import EXISTING_FILE, FORMAT_OPTION, OUT_DIR, console
+from amodalize.cli.options import EXISTING_FILE, OUT_DIR, console
+from amodalize.data.formats import FORMATS
 
 
 @click.command()
@@ -64,7 +65,13 @@ from amodalize.cli.options import EXISTING_FILE, FORMAT_OPTION, OUT_DIR, console
     "around the objects in front that lie inside it, through everything in front, or 1-3 px into what lies "
     "in front (e.g. 0.2,0.2,0.3); the scenes are the same for every share [default: visible masks only].",
 )
-@FORMAT_OPTION
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="Format of the --shapes-from files; autodetected when omitted.",
+)
 def synth(
     out_dir: Path,
     n_images: int,

@@ -31,8 +31,10 @@ from amodalize.cli.options import (
     "config_path",
     default=None,
     metavar="NAME|PATH",
-    help="A preset (cpu-small, cocoa, kins; pcnet_c/cpu-small, pcnet_c/cocoa) or a YAML file. "
-    "Default: cpu-small on CPU, cocoa (the paper's schedule) on CUDA.",
+    help="A preset (cpu-small, general, cocoa, kins; pcnet_c/cpu-small, pcnet_c/cocoa) or a YAML file. "
+    "Default for PCNet-M: on a CPU the cpu-small model fine-tuned from the shipped 'general' for 300 steps "
+    "(see --init); on CUDA cocoa (the paper's schedule) from scratch. PCNet-C: pcnet_c/cpu-small on a CPU, "
+    "pcnet_c/cocoa on CUDA.",
 )
 @images_dir_option("PCNet-C: folder of the images of DATA.")
 @click.option(

@@ -15,6 +15,7 @@ from joblib import Parallel, delayed
 from amodalize.config import DataConfig
 from amodalize.data.masks import EMPTY, Crop, Window, decode_crop, square_side
 from amodalize.data.records import Dataset, Instance
+from amodalize.errors import InputError
 
 
 @dataclass
@@ -75,7 +76,8 @@ def build_bank(datasets: list[Dataset], workers: int = -1, chunk: int = 512) -> 
         parts = Parallel(n_jobs=workers)(delayed(_decode)(c) for c in chunks)
     rows = [row for part in parts for row in part]
     if not rows:
-        raise ValueError("no instance with a non-empty visible mask to train on")
+        paths = ", ".join(str(ds.path) for ds in datasets)
+        raise InputError(paths, "no annotation has a visible mask (box-only or empty ones only): nothing to learn from")
     digest = hashlib.sha256()
     for inst, _ in instances:
         digest.update(f"{inst.image_id}:{inst.id}:{inst.modal['counts']};".encode())

@@ -115,6 +115,19 @@ def to_rle(segmentation: object, height: int, width: int) -> dict:
     return _jsonable(rle)
 
 
+def reaches_outside(segmentation: object, height: int, width: int, slack: float = 1.0) -> bool:
+    """True when a polygon segmentation has a point more than ``slack`` pixels outside the image
+    (rasterising keeps only the part inside; RLEs cannot reach outside)."""
+    if not isinstance(segmentation, list) or not segmentation:
+        return False
+    polygons = [segmentation] if all(isinstance(v, (int, float)) for v in segmentation) else segmentation
+    for poly in polygons:
+        xy = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+        if xy.min() < -slack or xy[:, 0].max() > width + slack or xy[:, 1].max() > height + slack:
+            return True
+    return False
+
+
 def empty_rle(height: int, width: int) -> dict:
     """The compressed RLE of an empty ``height`` x ``width`` mask."""
     return _jsonable(mask_utils.frPyObjects({"size": [height, width], "counts": [height * width]}, height, width))

@@ -25,8 +25,9 @@ class Instance:
 
     ``modal`` is the visible mask, ``bbox`` its tight COCO box (the amodal box when the object is
     fully hidden), ``amodal`` the annotated amodal mask when the format carries one,
-    ``occluded_by`` the annotated direct occluders when the format carries them, and ``source``
-    the annotation as read (written back untouched except for the fields amodalize sets).
+    ``occluded_by`` the annotated direct occluders when the format carries them, ``source``
+    the annotation as read (written back untouched except for the fields amodalize sets), and
+    ``clipped`` True when its polygons reach outside the image (its masks hold the part inside).
     """
 
     id: int
@@ -38,6 +39,7 @@ class Instance:
     amodal: dict | None = None
     occluded_by: tuple[int, ...] | None = None
     source: dict = field(default_factory=dict)
+    clipped: bool = False
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 Per non-crowd annotation: ``segmentation``/``bbox``/``area`` become the amodal mask, box and area;
 ``visible_mask``/``visible_bbox``/``visible_area`` hold the input's modal ones (input polygons are
-kept verbatim as ``visible_polygons``); ``invisible_mask`` = amodal minus visible, ``occlude_rate`` =
-invisible / amodal area, ``occluded_by`` = sorted ids of the direct occluders, and, where the
-conversion estimates it, ``amodal_confidence`` = the estimated IoU of the amodal mask with the truth.
+kept verbatim as ``visible_polygons``, or as the ``segmentation`` itself where nothing hides the
+object); ``invisible_mask`` = amodal minus visible, ``occlude_rate`` = invisible / amodal area,
+``occluded_by`` = sorted ids of the direct occluders, and, where the conversion estimates it,
+``amodal_confidence`` = the estimated IoU of the amodal mask with the truth.
 Any other input value amodalize overwrites (e.g. COCOA's annotated amodal polygon) is kept under
 ``source_fields``. With ``min_amodal_confidence``, a completion less sure than that is kept as
 ``completed_mask`` and the input mask stands as the amodal mask.
@@ -150,7 +151,12 @@ def augment(
             if dataset.format == "coco":
                 for k in MOVED_FROM_COCO:
                     kept.pop(k, None)
-                if isinstance(ann.get("segmentation"), list) and visible is None:
+                # input polygons are stored once: as the segmentation where it is kept, else here
+                if (
+                    isinstance(ann.get("segmentation"), list)
+                    and visible is None
+                    and new["segmentation"] is not ann["segmentation"]
+                ):
                     new["visible_polygons"] = ann["segmentation"]
             if kept:
                 new["source_fields"] = {**ann.get("source_fields", {}), **kept}

@@ -1,7 +1,9 @@
 """A COCO 1.0 file as CVAT (through datumaro) imports it: ``annotations/instances_default.json``,
 the amodal outlines as polygons whose ``attributes`` carry what a fixer needs to see (the
 occluders, ``amodal_confidence``, the hidden share), and each visible outline as an annotation of
-its own under a '<category> (visible)' label.
+its own under a '<category> (visible)' label. CVAT renumbers annotations on import, so every
+outline carries its object's COCO id as the attribute ``object`` (with ``outline`` 'amodal' or
+'visible'), and ``occluded_by`` lists the ``object`` ids of the occluders.
 
 Written here: datumaro, which CVAT's COCO import runs on, pins older OpenCV and Pillow than
 amodalize's, so it cannot be a dependency; the file is plain COCO with one ``attributes`` object
@@ -36,6 +38,8 @@ def export(converted: Path, out_dir: Path) -> dict:
         for obj in image.objects:
             ann, category = obj.annotation, obj.annotation.get("category_id", 1)
             attributes = {
+                "object": ann["id"],
+                "outline": "amodal",
                 "occluded_by": " ".join(map(str, obj.occluded_by)),
                 "occlude_rate": round(float(ann.get("occlude_rate", 0.0)), 4),
                 "occluded": bool(obj.occluded_by),
@@ -43,7 +47,7 @@ def export(converted: Path, out_dir: Path) -> dict:
             if obj.confidence is not None:
                 attributes["amodal_confidence"] = obj.confidence
             annotations.append(_polygon_ann(ann["id"], image.image["id"], category, obj.amodal, h, w, attributes))
-            attributes = {"object": ann["id"], "occluded": bool(obj.occluded_by)}
+            attributes = {"object": ann["id"], "outline": "visible", "occluded": bool(obj.occluded_by)}
             annotations.append(
                 _polygon_ann(next_id, image.image["id"], visible_id[category], obj.visible, h, w, attributes)
             )

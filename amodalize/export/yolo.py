@@ -1,5 +1,6 @@
 """YOLO segmentation labels (the Ultralytics layout): ``labels/<image stem>.txt`` with one line
-per object, ``class x1 y1 x2 y2 ...`` in [0, 1], and ``data.yaml`` naming the classes.
+per object, ``class x1 y1 x2 y2 ...`` in [0, 1], and ``data.yaml`` naming the classes (its train
+and val both point at the one folder of images, as its first lines say: one file is one split).
 
 Written here: Ultralytics' own ``convert_coco`` reads compressed RLE only through an extra package
 and is no dependency of amodalize; the line format is a few numbers (tests/test_interop.py reads
@@ -61,7 +62,11 @@ def export(converted: Path, out_dir: Path, images_dir: Path | None = None) -> di
         "val": "images",
         "names": {k: names[c] for c, k in index.items()},
     }
-    write_text_atomic(out_dir / "data.yaml", yaml.safe_dump(data, sort_keys=False))
+    note = (
+        "# amodalize export of one file: train and val both point at images/ (no split is made here);\n"
+        "# move some images and their labels to a folder of their own for a held-out val before training.\n"
+    )
+    write_text_atomic(out_dir / "data.yaml", note + yaml.safe_dump(data, sort_keys=False))
     return {"images": len(images), "lines": lines, "classes": len(index), "files": [str(out_dir / "data.yaml")]}
 
 

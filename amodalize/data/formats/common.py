@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from amodalize.data.masks import rle_area, rle_bbox, to_rle
+from amodalize.data.masks import reaches_outside, rle_area, rle_bbox, to_rle
 from amodalize.data.records import ImageRecord, Instance
 from amodalize.errors import FormatError, InputError
 
@@ -113,4 +113,5 @@ def make_instance(
         amodal=amodal_rle,
         occluded_by=occluded_by,
         source=source,
+        clipped=reaches_outside(modal, h, w, BBOX_SLACK) or reaches_outside(amodal, h, w, BBOX_SLACK),
     )
