@@ -29,8 +29,9 @@ from amodalize.evaluate import evaluate
 from amodalize.quality import Estimate, measured_iou_of_occluded, summarize
 from amodalize.visualize import background_of, render
 
-# Longest side of a thumbnail (pixels) and its JPEG quality: 50 of them stay near 1-2 MB.
-THUMB_SIDE = 400
+# Longest side of a picture on the page (pixels; each links to one at full size) and the JPEG
+# quality: 50 real photos' pictures take about 6 MB.
+THUMB_SIDE = 640
 JPEG_QUALITY = 80
 # Uncertain items listed beside each picture.
 ITEMS_SHOWN = 8
@@ -76,31 +77,42 @@ def review_subset(doc: dict, image_ids: list[int]) -> dict:
     return subset
 
 
-def thumbnail(image: ImageRecord, dataset: Dataset, background: np.ndarray | None, edges: list[dict]) -> np.ndarray:
-    """A BGR picture of at most ``THUMB_SIDE`` pixels a side over ``background`` (blank when None):
-    visible masks, completed outlines, annotation ids and order arrows labelled with their confidence."""
+def shown_items(image_id: int, items: dict[str, dict[int, list[dict]]]) -> tuple[list[dict], list[dict], list[int]]:
+    """An image's least-confident edges and completions (ITEMS_SHOWN of each) and the annotation ids
+    they name, in order of first mention: the objects numbered 1, 2, ... on its card."""
+    edges = sorted(items["edges"].get(image_id, []), key=lambda p: p["confidence"])[:ITEMS_SHOWN]
+    completions = sorted(items["completions"].get(image_id, []), key=lambda a: a["amodal_confidence"])[:ITEMS_SHOWN]
+    named = [i for p in edges for i in (p["occluder_id"], p["occludee_id"])] + [a["id"] for a in completions]
+    return edges, completions, list(dict.fromkeys(named))
+
+
+def pictures(
+    image: ImageRecord, dataset: Dataset, background: np.ndarray | None, numbered: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A BGR picture of the image's objects over ``background`` (blank when None) at full size, and
+    the same at most ``THUMB_SIDE`` pixels a side: visible masks, completed outlines, order arrows,
+    and the objects of ``numbered`` labelled 1, 2, ... (the card's table names them)."""
     canvas, centres = render(image, dataset.by_image[image.id], background)
+    full = canvas.copy()
     scale = min(1.0, THUMB_SIDE / max(image.width, image.height))
     if scale < 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         canvas = cv2.resize(canvas, size, interpolation=cv2.INTER_AREA)
-    at = {k: (round(x * scale), round(y * scale)) for k, (x, y) in centres.items()}
-    for edge in edges:
-        a, b = at.get(edge["occluder_id"]), at.get(edge["occludee_id"])
-        if a and b and edge.get("confidence") is not None:
-            _label(canvas, f"{edge['confidence']:.2f}", ((a[0] + b[0]) // 2, (a[1] + b[1]) // 2), (0, 0, 160))
-    for k, point in at.items():
-        _label(canvas, str(k), point, (0, 0, 0))
-    return canvas
+    for k, ann_id in enumerate(numbered, start=1):
+        if ann_id in centres:
+            x, y = centres[ann_id]
+            _label(full, str(k), (x, y), max(1.0, max(image.width, image.height) / THUMB_SIDE))
+            _label(canvas, str(k), (round(x * scale), round(y * scale)), 1.0)
+    return full, canvas
 
 
-def _label(canvas: np.ndarray, text: str, point: tuple[int, int], ink: tuple[int, int, int]) -> None:
-    """``text`` centred on ``point``, on a white outline so that it reads on any colour."""
-    font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.4
-    (w, h), _ = cv2.getTextSize(text, font, size, 1)
-    origin = (point[0] - w // 2, point[1] + h // 2)
-    cv2.putText(canvas, text, origin, font, size, (255, 255, 255), 3, cv2.LINE_AA)
-    cv2.putText(canvas, text, origin, font, size, ink, 1, cv2.LINE_AA)
+def _label(canvas: np.ndarray, text: str, point: tuple[int, int], scale: float) -> None:
+    """``text`` centred on ``point`` in black on a white disc, ``scale`` times the size read on a
+    THUMB_SIDE picture."""
+    font, size, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, max(1, round(1.5 * scale))
+    (w, h), _ = cv2.getTextSize(text, font, size, thick)
+    cv2.circle(canvas, point, round(max(w, h) * 0.75 + 3 * scale), (255, 255, 255), -1, cv2.LINE_AA)
+    cv2.putText(canvas, text, (point[0] - w // 2, point[1] + h // 2), font, size, (0, 0, 0), thick, cv2.LINE_AA)
 
 
 def _pct(value: float | None) -> str:
@@ -226,28 +238,39 @@ table{border-collapse:collapse}th,td{padding:3px 10px;text-align:left;vertical-a
 th{font-weight:600}td.num{text-align:right}.dim{color:#777}.n{font-size:10px;fill:#444;text-anchor:middle}
 .l{font-size:10px;fill:#444}
 .plots{display:flex;gap:24px;flex-wrap:wrap}.card{display:flex;gap:16px;margin:14px 0;padding:10px;
-border:1px solid #ddd;border-radius:6px}.card img{border:1px solid #ccc}.note{color:#a33}
+border:1px solid #ddd;border-radius:6px;flex-wrap:wrap}.card img{border:1px solid #ccc;max-width:100%}
+.card>div{flex:1;min-width:320px}.card p{margin:6px 0}.note{color:#a33}
 code{background:#f3f3f3;padding:0 3px}
 """
 
 
-def _image_card(image: ImageRecord, rank: int, low: float, picture: str, doc_items: dict, note: str) -> str:
-    edges = sorted(doc_items["edges"].get(image.id, []), key=lambda p: p["confidence"])[:ITEMS_SHOWN]
-    completions = sorted(doc_items["completions"].get(image.id, []), key=lambda a: a["amodal_confidence"])
+def _image_card(
+    image: ImageRecord, rank: int, low: float, picture: str, full: str, shown: tuple, names: dict, note: str
+) -> str:
+    edges, completions, numbered = shown
+    number = {ann_id: k for k, ann_id in enumerate(numbered, start=1)}
+
+    def who(ann_id: int) -> str:
+        return f"<b>{number[ann_id]}</b> {html.escape(names.get(ann_id, '?'))}"
+
     rows = [
-        f"<tr><td>order {p['occluder_id']} → {p['occludee_id']}</td><td class=num>{p['confidence']:.2f}</td></tr>"
+        f"<tr><td>{who(p['occluder_id'])} in front of {who(p['occludee_id'])}</td>"
+        f"<td class=num>{p['confidence']:.2f}</td></tr>"
         for p in edges
     ] + [
-        f"<tr><td>completion of {a['id']} (hidden {100 * a.get('occlude_rate', 0):.0f}%)</td>"
+        f"<tr><td>completion of {who(a['id'])} (hidden {100 * a.get('occlude_rate', 0):.0f}%)</td>"
         f"<td class=num>{a['amodal_confidence']:.2f}</td></tr>"
-        for a in completions[:ITEMS_SHOWN]
+        for a in completions
     ]
+    legend = ", ".join(f"{number[i]} = id {i}" for i in numbered)
     name = html.escape(image.file_name or "–")
     return (
-        f'<div class=card id="image-{image.id}"><img src="{picture}" alt="image {image.id}"><div>'
+        f'<div class=card id="image-{image.id}"><a href="{full}" title="full size">'
+        f'<img src="{picture}" alt="image {image.id}"></a><div>'
         f"<b>#{rank}</b> image id <code>{image.id}</code> · <code>{name}</code> · lowest confidence {low:.2f}"
         f"{f'<div class=note>{html.escape(note)}</div>' if note else ''}"
-        f"<table><tr><th>uncertain</th><th>confidence</th></tr>{''.join(rows)}</table></div></div>"
+        f"<table><tr><th>uncertain</th><th>confidence</th></tr>{''.join(rows)}</table>"
+        f"<p class=dim>annotation ids: {legend}</p></div></div>"
     )
 
 
@@ -310,7 +333,8 @@ def build_page(summary: dict, measured: dict | None, cards: list[str], source: P
         f"<h2>Summary</h2><table>{table}</table>{gt_part}"
         f"<h2>Confidences</h2><div class=plots>{''.join(plots)}</div>"
         f"<h2>Check these first: the {len(cards)} least-confident images</h2>"
-        f"<p>Edges are labelled with their confidence, objects with their annotation id. These images and "
+        f"<p>The objects each table names are numbered on its picture (click it for full size); arrows "
+        f"point from the object in front to the one behind. These images and "
         f'their annotations are in <a href="{REVIEW_FILE}"><code>{REVIEW_FILE}</code></a> (COCO) to correct '
         f"in an annotation tool; up to {top} are shown (<code>--top</code>).</p>"
         f"{f'<p class=note>{html.escape(note)}</p>' if note else ''}"
@@ -345,6 +369,8 @@ def write_report(
     # only the images shown are read into records: memory follows --top, not the file
     dataset = coco.read(subset, converted, coco.COCO_AMODAL)
     images = {im.id: im for im in dataset.images}
+    categories = {c.get("id"): str(c.get("name", c.get("id"))) for c in dataset.categories}
+    names = {i.id: categories.get(i.category_id, f"category {i.category_id}") for i in dataset.instances}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -362,10 +388,11 @@ def write_report(
             if background is None:
                 blank += 1
                 note = f"image file {image.file_name!r} not found in {search}: drawn on a blank canvas"
-            picture = f"images/{image_id}.jpg"
-            canvas = thumbnail(image, dataset, background, items["edges"].get(image_id, []))
-            cv2.imwrite(str(tmp / picture), canvas, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            cards.append(_image_card(image, rank, low, picture, items, note))
+            shown = shown_items(image_id, items)
+            picture, full = f"images/{image_id}.jpg", f"images/{image_id}-full.jpg"
+            for path, pixels in zip((full, picture), pictures(image, dataset, background, shown[2])):
+                cv2.imwrite(str(tmp / path), pixels, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            cards.append(_image_card(image, rank, low, picture, full, shown, names, note))
             if on_progress:
                 on_progress()
         write_json_atomic(tmp / REVIEW_FILE, with_polygons(subset) if segmentation == "polygon" else subset)

@@ -142,6 +142,10 @@ def test_report_end_to_end(converted, tmp_path):
     assert "Against ground truth" in text and "measured" in text
     assert len(page.sources) == len(rank_images(uncertain_items(doc))[:4]) > 0
     assert all((out / src).is_file() for src in page.sources)
+    full = [link for link in page.links if link.endswith("-full.jpg")]  # each picture opens at full size
+    assert [f.replace("-full", "") for f in full] == page.sources and all((out / f).is_file() for f in full)
+    names = {c["name"] for c in doc["categories"]}
+    assert any(f" {name} in front of " in text or f" {name} (hidden" in text for name in names)
     assert all("://" not in src and not src.startswith("//") for src in page.sources + page.links)
     assert not re.search(r"https?://|<script", (out / INDEX).read_text())
     review = json.loads((out / REVIEW_FILE).read_text())
@@ -181,7 +185,7 @@ def test_a_rerun_replaces_its_report_and_a_foreign_folder_is_refused(converted, 
     out = tmp_path / "r"
     invoke(["report", data, out, "--top", "3"])
     invoke(["report", data, out, "--top", "1"])
-    assert len(list((out / "images").iterdir())) == 1
+    assert sorted(p.name.split(".")[0].endswith("-full") for p in (out / "images").iterdir()) == [False, True]
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
