@@ -11,6 +11,7 @@ holds its model. Nothing here prints; problems raise ``amodalize.errors`` as the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,11 +21,12 @@ from typing import NamedTuple
 import numpy as np
 
 from amodalize import pipeline
+from amodalize.data.formats import read_dataset
 from amodalize.data.masks import decode_crop, encode_crop, rle_bbox, tight
-from amodalize.data.records import Dataset, ImageRecord, Instance
+from amodalize.data.records import Dataset, ImageRecord, ImageResult, Instance
 from amodalize.errors import InputError
 from amodalize.infer.hosts import convert_dataset
-from amodalize.pipeline import learned_protocol, load_completer, resolve_options, settings_record
+from amodalize.pipeline import learned_protocol, load_completer, model_options, resolve_options, settings_record
 
 __all__ = ["Amodalizer", "Completion", "Edge", "convert_file"]
 
@@ -67,54 +69,108 @@ class Completion:
 
 
 class Amodalizer:
-    """PCNet-M loaded once, completing one image's modal masks at a time.
+    """PCNet-M loaded and its settings decided once; then ``complete`` runs only the network and the
+    mask work for each image.
 
     Args:
         checkpoint: a shipped model's name, an ``amodalize train`` checkpoint or the reference's
             ``*.pth.tar``; None: the shipped default.
+        sample: data like what will be completed, to decide the settings on as ``convert`` decides
+            them on a file (the gap between neighbouring masks, thresholds, the ordering fusion fitted
+            on scenes of its shapes): an annotation file's path, a list of one image's H x W masks, or
+            a list of such lists. None: the checkpoint's own calibration for touching masks.
         device: 'auto', 'cpu' or 'cuda'.
         batch_size: queries per forward (None: the device's default).
         tta: test-time augmentation, 'flip' (the default) or 'none'.
         reference: the reference test protocol's settings, as ``convert --reference``.
         **settings: ``ConvertOptions`` fields as ``convert``'s flags set them (e.g. ``amodal_th``).
 
-    ``complete`` decides its settings on the image it is given, exactly as ``convert`` does on a
-    file holding that one image, and gives the same masks, edges and confidences.
+    ``options`` and ``decided`` hold the settings and how they were decided (as a converted file's
+    ``info.amodalize.settings`` / ``decided``). Given a file as ``sample``, ``complete`` gives for
+    each of its images what ``convert`` writes for that file.
     """
 
     def __init__(
         self,
         checkpoint: str | Path | None = None,
         *,
+        sample: str | Path | Sequence | None = None,
         device: str = "auto",
         batch_size: int | None = None,
         tta: str | None = None,
         reference: bool = False,
         **settings: object,
     ) -> None:
-        self.order, tta = learned_protocol(reference, tta)
+        order, tta = learned_protocol(reference, tta)
         self.completer, self.checkpoint = load_completer(checkpoint, device, batch_size, tta=tta)
-        self.reference = reference
-        self.settings = settings
+        if sample is None and not reference:
+            self.options, self.decided = model_options("pcnet", order, dict(settings), self.completer, self.checkpoint)
+        else:
+            data = sample_dataset(sample) if sample is not None else masks_dataset([np.ones((1, 1), bool)])
+            self.options, self.decided = resolve_options(
+                data, "pcnet", order, dict(settings), self.completer, self.checkpoint, reference
+            )
+        # as a converted file records them (tuples as lists)
+        self.record = json.loads(json.dumps({"settings": settings_record(self.options), "decided": self.decided}))
 
     def complete(self, masks: Sequence[np.ndarray], categories: Sequence[int] | None = None) -> Completion:
         """Amodal masks, order and confidences of the objects whose modal (visible) ``masks`` are
         given: H x W arrays, nonzero where the object is visible; ``categories``: their category
         ids (names only: the shipped model never sees them)."""
-        dataset = masks_dataset(masks, categories)
-        opts, decided = resolve_options(
-            dataset, "pcnet", self.order, dict(self.settings), self.completer, self.checkpoint, self.reference
-        )
-        result = convert_dataset(dataset, opts, completer=self.completer)[1]
-        height, width = dataset.images[0].height, dataset.images[0].width
-        window = (0, 0, width, height)
-        amodal = [decode_crop(result.amodal.get(inst.id, inst.modal)).within(window) for inst in dataset.instances]
-        edges = [Edge(front - 1, back - 1, round(score, 4), conf) for front, back, score, conf in result.edges]
-        confidence = [result.amodal_confidence.get(inst.id) for inst in dataset.instances]
-        # as a converted file records them (tuples as lists)
-        record = json.loads(json.dumps({"settings": settings_record(opts), "decided": decided}))
-        visible = [decode_crop(result.visible.get(inst.id, inst.modal)).within(window) for inst in dataset.instances]
-        return Completion(amodal, edges, confidence, record, visible)
+        return self.complete_many([masks], None if categories is None else [categories])[0]
+
+    def complete_many(
+        self, images: Sequence[Sequence[np.ndarray]], categories: Sequence[Sequence[int]] | None = None
+    ) -> list[Completion]:
+        """``complete`` for several images at once (their network queries batched together): a list of
+        each image's masks (sizes may differ between images), and of their categories."""
+        dataset = images_dataset(images, categories)
+        results = convert_dataset(dataset, self.options, completer=self.completer)
+        return [_completion(dataset, image, results[image.id], self.record) for image in dataset.images]
+
+
+def _completion(dataset: Dataset, image: ImageRecord, result: ImageResult, record: dict) -> Completion:
+    """One image's Completion from its conversion result (indices count from its first annotation)."""
+    insts = dataset.by_image[image.id]
+    first = insts[0].id
+    window = (0, 0, image.width, image.height)
+    amodal = [decode_crop(result.amodal.get(i.id, i.modal)).within(window) for i in insts]
+    edges = [Edge(front - first, back - first, round(score, 4), conf) for front, back, score, conf in result.edges]
+    confidence = [result.amodal_confidence.get(i.id) for i in insts]
+    visible = [decode_crop(result.visible.get(i.id, i.modal)).within(window) for i in insts]
+    return Completion(amodal, edges, confidence, record, visible)
+
+
+def sample_dataset(sample: str | Path | Sequence) -> Dataset:
+    """The data an Amodalizer decides its settings on: an annotation file, one image's masks, or a
+    list of images' masks."""
+    if isinstance(sample, (str, Path)):
+        return read_dataset(sample)
+    if len(sample) and np.asarray(sample[0]).ndim == 2:
+        return masks_dataset(sample)
+    return images_dataset(sample)
+
+
+def images_dataset(
+    images: Sequence[Sequence[np.ndarray]], categories: Sequence[Sequence[int]] | None = None
+) -> Dataset:
+    """A dataset of several images' masks: image ids 1..K, annotation ids counted on across them."""
+    if len(images) == 0:
+        raise InputError("masks", "no image given")
+    if categories is not None and len(categories) != len(images):
+        raise InputError("categories", f"categories for {len(categories)} images, masks for {len(images)}")
+    parts = [masks_dataset(m, None if categories is None else categories[k]) for k, m in enumerate(images)]
+    records, instances, first = [], [], 1
+    for k, part in enumerate(parts, start=1):
+        image = part.images[0]
+        records.append(ImageRecord(k, image.width, image.height, None, {**image.source, "id": k}))
+        for inst in part.instances:
+            ann_id = first + inst.id - 1
+            source = {**inst.source, "id": ann_id, "image_id": k}
+            instances.append(dataclasses.replace(inst, id=ann_id, image_id=k, source=source))
+        first += len(part.instances)
+    categories_doc = [{"id": c, "name": str(c)} for c in sorted({i.category_id for i in instances})]
+    return Dataset(Path("masks"), "coco", records, instances, categories_doc)
 
 
 def masks_dataset(masks: Sequence[np.ndarray], categories: Sequence[int] | None = None) -> Dataset:

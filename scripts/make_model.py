@@ -7,8 +7,9 @@ the weights and a card written into amodalize/models/weights/.
     python scripts/make_model.py --recalibrate      # the shipped weights as they are, calibrations anew
 
 The model is calibrated at every gap of GAPS with the completer `convert` runs (thresholds and
-eraser dilation only: `convert` fits the ordering fusion on each input's own shapes), so that an
-input at any of those gaps needs no calibration of its own. Seeded throughout: on the same machine
+eraser dilation; at gap 0 also the ordering fusion and IoU model fitted on its training shapes, for
+a predictor given no data: `convert` fits them on each input's own shapes), so that an input at
+any of those gaps needs no calibration of its own. Seeded throughout: on the same machine
 the weights file is identical from run to run. An interrupted run continues where it stopped (the
 training resumes from its checkpoint).
 """
@@ -31,7 +32,8 @@ from amodalize.config import TrainConfig, load_config, to_dict  # noqa: E402
 from amodalize.data.bank import build_bank  # noqa: E402
 from amodalize.data.formats import read_dataset  # noqa: E402
 from amodalize.data.synth import SynthOptions, make_dataset  # noqa: E402
-from amodalize.infer.calibrate import calibrate  # noqa: E402
+from amodalize.infer.calibrate import calibrate, fit_fusion, fusion_scenes  # noqa: E402
+from amodalize.infer.convert import ConvertOptions  # noqa: E402
 from amodalize.models.registry import DEFAULT_MODEL, WEIGHTS, file_sha256  # noqa: E402
 from amodalize.pipeline import load_completer  # noqa: E402
 from amodalize.train.loop import CHECKPOINT, train  # noqa: E402
@@ -72,6 +74,19 @@ def calibrate_gaps(weights: Path, paths: list[Path], cfg: TrainConfig) -> list[d
     return records
 
 
+def model_fusion(weights: Path, paths: list[Path], record: dict) -> dict:
+    """``record`` (a calibration at gap 0) with the ordering fusion and IoU model fitted at its
+    thresholds on layered scenes of the training shapes: what a predictor given no data of its own
+    uses (``convert`` fits them on each input's own shapes, measured better: docs/measurements.md)."""
+    bank = build_bank([read_dataset(p) for p in paths])
+    completer, _ = load_completer(weights, "cpu")
+    chosen = ConvertOptions(
+        "pcnet", "fused", order_th=record["order_th"], amodal_th=record["amodal_th"], eraser_dilate=0, gap=0
+    )
+    fitted = fit_fusion(bank, 0, completer, chosen, n=fusion_scenes(bank, record["samples"]))
+    return {**record, "fusion": fitted[0], "iou_model": fitted[1]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "model", help="Data and training run.")
@@ -84,6 +99,11 @@ def main() -> None:
     parser.add_argument(
         "--recalibrate", action="store_true", help="Keep the shipped weights; only calibrate them anew at GAPS."
     )
+    parser.add_argument(
+        "--fusion-only",
+        action="store_true",
+        help="Keep the shipped weights and calibrations; only fit the model's own fusion at gap 0 anew.",
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     paths = []
@@ -93,11 +113,17 @@ def main() -> None:
         paths.append(modal)
     cfg = load_config(PRESET, [f"optim.iters={args.iters}"] + args.overrides)
     weights, card_path = WEIGHTS / f"{args.name}.pt", WEIGHTS / f"{args.name}.json"
-    if args.recalibrate:
+    keep = args.recalibrate or args.fusion_only
+    if keep:
         shipped, card = torch.load(weights, weights_only=True), json.loads(card_path.read_text())
     else:
         shipped, card = trained(cfg, paths, args.out / "run", args.name, recipe)
-    records = calibrate_gaps(weights if args.recalibrate else args.out / "run" / CHECKPOINT, paths, cfg)
+    source = weights if keep else args.out / "run" / CHECKPOINT
+    if args.fusion_only:
+        records = [shipped["calibration"], *shipped["gap_calibrations"]]
+    else:
+        records = calibrate_gaps(source, paths, cfg)
+    records = [model_fusion(source, paths, r) if r["gap"] == 0 else r for r in records]
     shipped["calibration"] = next(r for r in records if r["gap"] == shipped["gap"]["gap"])
     shipped["gap_calibrations"] = [r for r in records if r["gap"] != shipped["gap"]["gap"]]
     WEIGHTS.mkdir(exist_ok=True)

@@ -32,7 +32,7 @@ def one_image_files(tmp_path):
     return files
 
 
-def test_complete_gives_what_convert_writes(model, tmp_path):
+def test_complete_gives_what_convert_writes(tmp_path):
     for src in one_image_files(tmp_path):
         out = tmp_path / "out.json"
         invoke(["convert", src, out, "--workers", "1"])
@@ -40,6 +40,8 @@ def test_complete_gives_what_convert_writes(model, tmp_path):
         dataset = read_dataset(src)
         image = dataset.images[0]
         masks = [decode_crop(i.modal).within((0, 0, image.width, image.height)) for i in dataset.instances]
+        model = amodalize.Amodalizer(sample=src)  # decided on the file, as convert decides
+        assert model.record["decided"] == doc["info"]["amodalize"]["decided"]
         result = model.complete(masks)
         assert all(m.shape == (image.height, image.width) and m.dtype == bool for m in result.amodal)
         ids = [i.id for i in dataset.instances]
@@ -55,6 +57,29 @@ def test_complete_gives_what_convert_writes(model, tmp_path):
         assert visible == [a["visible_mask"] for a in doc["annotations"]]
         split = [v != i.modal for v, i in zip(visible, dataset.instances)]
         assert any(split) == (src.parent.name == "drawn"), src
+
+
+def test_a_predictor_decides_once_and_then_only_completes(model, tmp_path, monkeypatch):
+    assert model.decided["source"] == "the checkpoint's calibration at gap 0 px"
+    assert model.decided["fusion_source"] == "the calibration's" and model.options.fusion is not None
+    invoke(["synth", tmp_path, "--images", "3", "--size", "96", "--seed", "5"])
+    dataset = read_dataset(tmp_path / "modal.json")
+    images = [
+        [decode_crop(i.modal).within((0, 0, im.width, im.height)) for i in dataset.by_image[im.id]]
+        for im in dataset.images
+    ]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("complete() decided settings again")
+
+    for name in ("resolve_options", "calibrate", "fit_fusion", "estimate_gap"):
+        monkeypatch.setattr(amodalize.pipeline, name, refuse)
+    one_by_one = [model.complete(masks) for masks in images]
+    together = model.complete_many(images)
+    for a, b in zip(one_by_one, together):
+        assert a.edges == b.edges and a.amodal_confidence == b.amodal_confidence
+        assert all(np.array_equal(x, y) for x, y in zip(a.amodal, b.amodal))
+    assert any(r.edges for r in together) and all(r.settings == model.record for r in together)
 
 
 def test_convert_file_is_the_command(tmp_path):

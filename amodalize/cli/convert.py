@@ -264,6 +264,8 @@ def convert(input_json: Path, output_json: Path, checkpoint: str | None, shard: 
     console.print(escape(settings_line(summary["settings"], summary["decided"])), soft_wrap=True)
     if summary["tta"]:
         fusion = summary["decided"].get("fusion_source")
+        if fusion and summary["decided"].get("fusion_note"):
+            fusion += f": {summary['decided']['fusion_note']}"
         console.print(
             escape(
                 f"order: {summary['order']}{f' (fusion: {fusion})' if fusion else ''}; "
