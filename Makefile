@@ -17,15 +17,21 @@ $(STAMP): pyproject.toml
 
 # The annotation tools' own readers (amodalize[interop]) in an environment of their own: datumaro
 # and label-studio-converter pin older OpenCV and Pillow than the project's, and Ultralytics'
-# OpenCV needs libGL, so it comes without its dependencies (its label checker needs none of them
-# beyond torch and torchvision). tests/test_interop.py runs them there and skips where it is absent;
-# a failed install only makes those tests skip.
+# OpenCV needs libGL, so it comes without its dependencies (those it trains with are listed). Its
+# torch and torchvision are the project's (a .pth file puts .venv's packages after its own): a
+# torch of its own would be another 1-3 GB, and a CPU torch beside PyPI's torchvision cannot load
+# torchvision's operators. tests/test_interop.py runs them there and skips where it is absent; a
+# failed install only makes those tests skip.
 INTEROP := .venv-interop
-$(INTEROP)/.installed: pyproject.toml
+$(INTEROP)/.installed: pyproject.toml $(STAMP)
 	rm -rf $(INTEROP)
 	{ $(PYTHON) -m venv $(INTEROP) \
-	  && $(INTEROP)/bin/pip install -q --disable-pip-version-check label-studio-converter==0.0.59 datumaro==1.13.12 torch==2.13.0 \
-	  && $(INTEROP)/bin/pip install -q --disable-pip-version-check --no-deps ultralytics==8.4.190 torchvision==0.28.0 \
+	  && $(BIN)/python -c "import site; print(site.getsitepackages()[0])" \
+	     > "$$($(INTEROP)/bin/python -c 'import site; print(site.getsitepackages()[0])')/amodalize-venv.pth" \
+	  && $(INTEROP)/bin/pip install -q --disable-pip-version-check label-studio-converter==0.0.59 datumaro==1.13.12 \
+	  && $(INTEROP)/bin/pip install -q --disable-pip-version-check --no-deps ultralytics==8.4.190 \
+	  && $(INTEROP)/bin/pip install -q --disable-pip-version-check matplotlib scipy psutil polars ultralytics-thop requests \
+	  && $(INTEROP)/bin/python -c "import datumaro, label_studio_converter, ultralytics, torchvision.ops" \
 	  && touch $@; } || { rm -rf $(INTEROP); echo "the interop readers did not install: tests/test_interop.py will skip"; }
 
 install: $(STAMP) $(INTEROP)/.installed

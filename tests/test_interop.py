@@ -127,3 +127,27 @@ print(json.dumps({"segments": segments, "problems": problems}))
 """
     assert run(code, tmp_path) == {"segments": len(doc["annotations"]), "problems": []}
     shutil.rmtree(tmp_path / "yolo")
+
+
+def test_ultralytics_trains_on_the_yolo_export(converted, tmp_path):
+    """A short Ultralytics segmentation training (CPU, 2 epochs from a model definition: no weights
+    downloaded) reads every exported label and runs to its end with finite losses."""
+    invoke(["export", converted / "out.json", "--to", "yolo", tmp_path / "yolo", "--images-dir", converted / "images"])
+    objects = len(json.loads((converted / "out.json").read_text())["annotations"])
+    code = """
+import json, math
+from ultralytics import YOLO
+model = YOLO("yolov8n-seg.yaml")
+run = model.train(data="yolo/data.yaml", epochs=2, imgsz=96, batch=2, device="cpu", workers=0, plots=False,
+                  amp=False, pretrained=False, seed=0, deterministic=True, project="runs", name="seg", verbose=False)
+trainer = model.trainer
+losses = list(trainer.label_loss_items(trainer.tloss).values())
+print(json.dumps({
+    "epochs": trainer.epoch + 1,
+    "instances": int(trainer.validator.metrics.nt_per_class.sum()),
+    "finite": all(math.isfinite(v) for v in losses),
+    "weights": (run.save_dir / "weights" / "last.pt").is_file(),
+}))
+"""
+    got = run(code, tmp_path)
+    assert got == {"epochs": 2, "instances": objects, "finite": True, "weights": True}
