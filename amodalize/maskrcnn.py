@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from amodalize.amodal_ap import score
+from amodalize.amodal_ap import coco_ap, score
 from amodalize.data.formats import read_dataset
 from amodalize.data.images import check_images, read_rgb, write_image_atomic
 from amodalize.data.masks import decode_crop, rle_area, rle_bbox
 from amodalize.data.records import Dataset
 from amodalize.data.writer import write_json_atomic
-from amodalize.errors import AmodalizeError, InputError
+from amodalize.errors import AmodalizeError, InputError, TrainingError
 from amodalize.train.loop import atomic_save, optimise, truncate_log
 
 ARCHS = ("mnv3-fpn", "r50-fpn")
@@ -42,6 +42,14 @@ def require_torchvision() -> object:
             "(a torchvision build that matches your torch)"
         ) from None
     return torchvision
+
+
+# Box AP (0-1) under which a trained detector has not begun to detect (docs/measurements.md, "Does
+# the Mask R-CNN check learn on any machine?"): the 600-step shared start of `make demo-maskrcnn`
+# scores far above it where it learned, the runs that did not learn 0.01.
+LEARNED_FLOOR = 0.05
+# Images of the check file a detector is checked on, at most (its first ones).
+CHECK_IMAGES = 50
 
 
 @dataclass
@@ -63,6 +71,9 @@ class MaskRCNNConfig:
     heads_only: train the box and mask heads alone, the backbone and the region proposals kept as
         the start left them (fine-tuning: every label source then sees the same features and
         proposals, and learns only what its labels teach).
+    learned_floor: the box AP (0-1) a trained detector must reach on the scenes it is checked on
+        (``check_learned``), else the run is reported as one that did not learn; 0: no check (a
+        smoke run of a few steps).
     """
 
     arch: str = "mnv3-fpn"
@@ -76,6 +87,7 @@ class MaskRCNNConfig:
     threads: int = 0
     clip_norm: float = 10.0
     heads_only: bool = False
+    learned_floor: float = LEARNED_FLOOR
 
 
 # The MobileNetV3 stages (strides 4, 8, 16, 32, 32) whose features the mnv3-fpn pyramid uses.
@@ -294,6 +306,26 @@ def train(
     return last
 
 
+def check_learned(run_dir: Path, check: Path, images_dir: Path, floor: float, what: str, device: str = "cpu") -> float:
+    """The box AP (0-1) of the detector in ``run_dir`` on the first CHECK_IMAGES images of the file
+    ``check`` (its amodal boxes, or its masks' where it has none); raises TrainingError, naming
+    ``what``, when it is under ``floor``."""
+    model, labels = load_run(run_dir, device)
+    gt = read_dataset(check)
+    keep = gt.images[:CHECK_IMAGES]
+    ids = {im.id for im in keep}
+    insts = [replace(i, amodal=i.modal if i.amodal is None else i.amodal) for i in gt.instances if i.image_id in ids]
+    shown = Dataset(gt.path, gt.format, keep, insts, gt.categories)
+    ap = coco_ap(shown, predict(model, labels, shown, images_dir, device))["box_AP"]
+    if ap < floor:
+        raise TrainingError(
+            f"{what} did not learn to detect: box AP {100 * ap:.1f}% on {len(keep)} images of {check.name}, under "
+            f"the {100 * floor:g}% a detector that learned reaches; train longer or at another learning rate "
+            f"(its run is in {run_dir})"
+        )
+    return ap
+
+
 def load_run(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """The trained model of ``run_dir`` (eval mode) and its label map {category id: label}."""
     ckpt_path = run_dir / CHECKPOINT
@@ -497,7 +529,9 @@ def compare(
             on_run(f"the shared start ({base.stem})", base_iters)
         base_cfg = replace(cfg, iters=base_iters, lr=base_lr or cfg.lr, heads_only=False)
         _train_once(base_cfg, base, images_dir, start, device, on_step, None)
-        base_record = {"labels": str(base), "iters": base_iters, "lr": base_cfg.lr}
+        what = f"the shared start ({base.stem})"
+        learned = check_learned(start, gt_path, gt_images_dir, cfg.learned_floor, what, device)
+        base_record = {"labels": str(base), "iters": base_iters, "lr": base_cfg.lr, "box_ap_check": learned}
     for path, name in zip(label_files, names):
         scored = []
         for k in range(seeds):
@@ -506,7 +540,14 @@ def compare(
                 on_run(name if seeds == 1 else f"{name}, seed {cfg.seed + k}", cfg.iters)
             seeded = replace(cfg, seed=cfg.seed + k)
             _train_once(seeded, path, images_dir, run, device, on_step, start)
-            scored.append({"labels": name, "seed": seeded.seed, **evaluate_run(run, gt_path, gt_images_dir, device)})
+            scores = evaluate_run(run, gt_path, gt_images_dir, device)
+            if scores["box_AP"] < cfg.learned_floor:  # nothing is written for detectors that detect nothing
+                raise TrainingError(
+                    f"the detector on {name} (seed {seeded.seed}) did not learn to detect: box AP "
+                    f"{100 * scores['box_AP']:.1f}% on {gt_path.name}, under the {100 * cfg.learned_floor:g}% a "
+                    f"detector that learned reaches; no comparison written (runs in {out_dir})"
+                )
+            scored.append({"labels": name, "seed": seeded.seed, **scores})
         runs += scored
         rows[name] = {"file": str(path), **summarize_seeds(scored)}
     doc = {

@@ -1,6 +1,7 @@
 """The Mask R-CNN hook on tiny rendered synth scenes (CPU, a few iterations)."""
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -23,7 +24,8 @@ from amodalize.maskrcnn import (
 )
 from tests.conftest import invoke
 
-TINY = dict(arch="mnv3-fpn", batch_size=2, lr=0.01, warmup=3, threads=1, checkpoint_every=2)
+# learned_floor 0: a few steps cannot learn to detect (test_a_start_that_cannot_learn_is_refused checks the floor)
+TINY = dict(arch="mnv3-fpn", batch_size=2, lr=0.01, warmup=3, threads=1, checkpoint_every=2, learned_floor=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +165,8 @@ def test_compare_writes_table_json_and_chart(tmp_path, scenes):
         "2",
         "--device",
         "cpu",
+        "--learned-floor",
+        "0",
     ]
     result = invoke(args)
     assert "mask AP" in result.stderr and "occluded" in result.stderr and "spread" in result.stderr
@@ -211,13 +215,20 @@ def test_compare_from_a_shared_start_fine_tunes_every_source_from_one_base(tmp_p
     args = ["maskrcnn", "compare", scenes / "train" / "gt.json", "--gt", scenes / "test" / "gt.json"]
     args += ["--images-dir", scenes / "train" / "images", "--gt-images-dir", scenes / "test" / "images"]
     args += ["--out", tmp_path / "cmp", "--iters", "2", "--base", scenes / "train" / "modal.json"]
-    invoke([*args, "--base-iters", "3", "--base-lr", "0.03", "--lr", "0.004", "--device", "cpu"])
+    invoke(
+        [*args, "--base-iters", "3", "--base-lr", "0.03", "--lr", "0.004", "--device", "cpu", "--learned-floor", "0"]
+    )
     base = json.loads((tmp_path / "cmp" / "base" / "config.json").read_text())
     run = json.loads((tmp_path / "cmp" / "gt" / "config.json").read_text())
     assert base["annotations"].endswith("modal.json") and (base["config"]["iters"], base["config"]["lr"]) == (3, 0.03)
     assert run["init"] == str(tmp_path / "cmp" / "base") and (run["config"]["iters"], run["config"]["lr"]) == (2, 0.004)
     report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert report["base"] == {"labels": str(scenes / "train" / "modal.json"), "iters": 3, "lr": 0.03}
+    assert {k: report["base"][k] for k in ("labels", "iters", "lr")} == {
+        "labels": str(scenes / "train" / "modal.json"),
+        "iters": 3,
+        "lr": 0.03,
+    }
+    assert 0 <= report["base"]["box_ap_check"] <= 1
     assert list(report["rows"]) == ["gt"]
 
 
@@ -276,3 +287,20 @@ def test_seed_summary_is_mean_and_range_of_each_score():
     assert summary["occluded_boxed_miou"] == {"mean": None, "spread": None, "per_seed": [None, None]}
     chart = bar_chart([("a", 0.3, 0.2, 0.4), ("b", 0.1, 0.1, 0.1)], "title")
     assert chart.ndim == 3 and chart.shape[1] == 640 and (chart < 255).any()
+
+
+def test_a_start_that_cannot_learn_is_refused(tmp_path, scenes):
+    """lr 0 leaves the detector as initialised: train says so in one line and exits 1, and compare
+    stops after the shared start without writing a comparison."""
+    common = ["--images-dir", scenes / "train" / "images", "--device", "cpu", "--batch-size", "2"]
+    train_args = ["maskrcnn", "train", scenes / "train" / "gt.json", "--out", tmp_path / "run", "--iters", "2"]
+    result = invoke([*train_args, "--lr", "0", *common], exit_code=1)
+    lines = result.stderr.strip().splitlines()
+    said = re.search(r"did not learn to detect: box AP ([0-9.]+)% on 4 images of gt.json, under the 5%", lines[-1])
+    assert said and float(said.group(1)) < 5 and "Traceback" not in result.stderr
+    compare_args = ["maskrcnn", "compare", scenes / "train" / "gt.json", "--gt", scenes / "test" / "gt.json"]
+    compare_args += ["--gt-images-dir", scenes / "test" / "images", "--out", tmp_path / "cmp", "--iters", "2"]
+    compare_args += ["--base", scenes / "train" / "modal.json", "--base-iters", "2", "--base-lr", "1e-12"]
+    result = invoke([*compare_args, *common], exit_code=1)
+    assert "the shared start (modal) did not learn to detect" in result.stderr
+    assert not (tmp_path / "cmp" / "compare.json").exists() and not (tmp_path / "cmp" / "gt").exists()

@@ -54,6 +54,14 @@ def _maskrcnn_options(f: Callable) -> Callable:
             help="Fine-tune the box and mask heads alone, keeping the start's backbone and region proposals "
             "(needs --init, or --base for compare): runs then differ only in what their labels teach; ~4x faster.",
         ),
+        click.option(
+            "--learned-floor",
+            type=click.FloatRange(0, 1),
+            default=None,
+            help="Box AP (0-1) a trained detector must reach on the images it is checked on (train: its own "
+            "first 50; compare: --gt), else the command says it did not learn and exits 1 without a comparison "
+            "[default: 0.05, measured; 0: no check, for smoke runs of a few steps].",
+        ),
         DEVICE_OPTION,
         images_dir_option("Folder of the training images.", required=True),
     ]
@@ -68,6 +76,8 @@ def _maskrcnn_config(arch: str | None, device: str, **fields: object) -> tuple[o
 
     dev = resolve_device(device)
     arch = arch or ("r50-fpn" if dev.type == "cuda" else "mnv3-fpn")
+    if fields.get("learned_floor") is None:
+        fields.pop("learned_floor", None)
     return MaskRCNNConfig(arch=arch, **fields), str(dev)
 
 
@@ -101,7 +111,7 @@ def maskrcnn_train(
     \b
         amodalize maskrcnn train val_amodal.json --images-dir val2014/ --out runs/mrcnn --iters 2000
     """
-    from amodalize.maskrcnn import train
+    from amodalize.maskrcnn import check_learned, train
 
     if fields["heads_only"] and init is None and not resume:
         raise click.UsageError("--heads-only fine-tunes a trained start: give it with --init")
@@ -124,6 +134,10 @@ def maskrcnn_train(
             on_step=step,
         )
     console.print(f"trained {run_dir} to step {last.get('step')}", soft_wrap=True)
+    if cfg.learned_floor > 0:
+        what = f"Mask R-CNN trained in {run_dir}"
+        ap = check_learned(run_dir, ann_json, images_dir, cfg.learned_floor, what, device)
+        console.print(f"it detects: box AP {100 * ap:.1f}% on its first training images ({ann_json.name})")
 
 
 # (column, compare.json score): AP over every object, then where label sources differ, the occluded objects.
