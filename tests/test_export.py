@@ -103,3 +103,15 @@ def test_cvat_file_carries_attributes_and_visible_outlines(converted, tmp_path):
 def test_export_of_an_unconverted_file_is_one_line(converted, tmp_path):
     result = invoke(["export", converted / "modal.json", "--to", "yolo", tmp_path / "y"], exit_code=2)
     assert "run `amodalize convert`" in result.stderr and not (tmp_path / "y").exists()
+
+
+def test_each_target_is_one_module_the_cli_offers(tmp_path):
+    from amodalize.export import TARGETS, exporter
+
+    for target in TARGETS:
+        module = exporter(target)
+        assert module.__name__ == f"amodalize.export.{target}" and callable(module.export) and callable(module.summary)
+    with pytest.raises(ValueError, match="choose from labelstudio, cvat, yolo"):
+        exporter("coco")
+    said = " ".join(invoke(["export", "--help"]).stdout.split())
+    assert "[labelstudio|cvat|yolo]" in said

@@ -22,6 +22,7 @@ from amodalize.cli.options import (
     shard_option,
     torchrun_world,
 )
+from amodalize.infer.methods import AMODAL_METHODS, ORDER_METHODS
 
 
 @click.command()
@@ -36,7 +37,7 @@ from amodalize.cli.options import (
 )
 @click.option(
     "--method",
-    type=click.Choice(["raw", "convex", "convex-r", "pcnet"]),
+    type=click.Choice(list(AMODAL_METHODS)),
     default="pcnet",
     help="Amodal completion: pcnet; raw = visible mask; convex = its hull; convex-r = hull kept only under "
     "occluders (no model).",
@@ -44,7 +45,7 @@ from amodalize.cli.options import (
 @click.option(
     "--order",
     "order",
-    type=click.Choice(["area", "y-axis", "convex", "pcnet", "fused"]),
+    type=click.Choice(list(ORDER_METHODS)),
     default=None,
     help="Ordering method: fused = dual completion and convex-hull evidence combined by a fit made without "
     "ground truth (gives each edge a confidence); pcnet = dual completion alone [default: fused with "

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from amodalize.cli.options import EXISTING_FILE, OUT_DIR, console, images_dir_option
-
-TARGETS = ("labelstudio", "cvat", "yolo")
+from amodalize.export import TARGETS
+from amodalize.export.common import LOCAL_FILES
 
 
 @click.command()
@@ -18,7 +18,7 @@ TARGETS = ("labelstudio", "cvat", "yolo")
 @images_dir_option("YOLO: link the images from here into OUT_DIR/images, where Ultralytics looks for them.")
 @click.option(
     "--image-root",
-    default="/data/local-files/?d=",
+    default=LOCAL_FILES,
     show_default=True,
     help="Label Studio: put before each file_name to make the task's image URL (Label Studio's local files "
     "by default; e.g. an https:// or s3:// prefix).",
@@ -43,15 +43,9 @@ def export(converted_json: Path, target: str, out_dir: Path, images_dir: Path | 
         amodalize export val_amodal.json --to cvat cvat/ && (cd cvat && zip -r ../cvat.zip .)
         amodalize export val_amodal.json --to yolo yolo/ --images-dir val2017/
     """
-    from amodalize.export import cvat, labelstudio, yolo
+    from amodalize.export import exporter
+    from amodalize.export.common import ExportOptions
 
-    if target == "labelstudio":
-        done = labelstudio.export(converted_json, out_dir, image_root)
-        what = f"{done['tasks']} tasks, {done['regions']} polygon regions, {done['relations']} relations"
-    elif target == "cvat":
-        done = cvat.export(converted_json, out_dir)
-        what = f"{done['objects']} objects as {done['annotations']} polygon annotations in {done['images']} images"
-    else:
-        done = yolo.export(converted_json, out_dir, images_dir)
-        what = f"{done['lines']} objects in {done['images']} label files, {done['classes']} classes"
-    console.print(f"wrote {', '.join(done['files'])}: {what}", soft_wrap=True)
+    target_module = exporter(target)
+    done = target_module.export(converted_json, out_dir, ExportOptions(images_dir, image_root))
+    console.print(f"wrote {', '.join(done['files'])}: {target_module.summary(done)}", soft_wrap=True)

@@ -10,6 +10,24 @@ from amodalize.data.formats.common import load_json, require
 from amodalize.data.masks import rle_to_polygons, to_rle
 from amodalize.errors import FormatError, InputError
 
+# Label Studio's local files, served from a subfolder of its document root.
+LOCAL_FILES = "/data/local-files/?d="
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What a target may need beside the converted file.
+
+    images_dir: a folder of the images (YOLO links them beside its labels; others ignore it).
+    image_root: what Label Studio puts before each file_name to make a task's image URL.
+    """
+
+    images_dir: Path | None = None
+    image_root: str = LOCAL_FILES
+
+
+DEFAULTS = ExportOptions()
+
 
 @dataclass
 class ExportObject:

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from amodalize.data.masks import rle_area, rle_bbox, to_rle
 from amodalize.data.writer import write_json_atomic
-from amodalize.export.common import category_names, read_converted
+from amodalize.export.common import DEFAULTS, ExportOptions, category_names, read_converted
 
 ANNOTATIONS = Path("annotations") / "instances_default.json"
 VISIBLE = " (visible)"
 
 
-def export(converted: Path, out_dir: Path) -> dict:
+def export(converted: Path, out_dir: Path, options: ExportOptions = DEFAULTS) -> dict:
     """Write ``out_dir/annotations/instances_default.json`` (zip ``out_dir`` to import it into CVAT
     as 'COCO 1.0'); visible outlines get ids after the file's largest. Returns counts."""
     images, categories = read_converted(converted)
@@ -67,6 +67,11 @@ def export(converted: Path, out_dir: Path) -> dict:
         "annotations": len(annotations),
         "files": [str(out_dir / ANNOTATIONS)],
     }
+
+
+def summary(done: dict) -> str:
+    """One line on what ``export`` wrote."""
+    return f"{done['objects']} objects as {done['annotations']} polygon annotations in {done['images']} images"
 
 
 def _polygon_ann(

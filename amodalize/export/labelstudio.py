@@ -12,7 +12,7 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from amodalize.data.writer import write_json_atomic, write_text_atomic
-from amodalize.export.common import ExportImage, ExportObject, category_names, read_converted
+from amodalize.export.common import DEFAULTS, ExportImage, ExportObject, ExportOptions, category_names, read_converted
 from amodalize.version import __version__
 
 TASKS, CONFIG = "tasks.json", "labeling_config.xml"
@@ -87,12 +87,13 @@ def task(image: ExportImage, names: dict[int, str], image_root: str) -> dict:
     return {"data": {"image": image_root + file_name, "coco_image_id": image.image["id"]}, "predictions": [prediction]}
 
 
-def export(converted: Path, out_dir: Path, image_root: str = "/data/local-files/?d=") -> dict:
+def export(converted: Path, out_dir: Path, options: ExportOptions = DEFAULTS) -> dict:
     """Write ``out_dir/tasks.json`` (one task per image) and ``out_dir/labeling_config.xml``;
-    ``image_root`` is put before each ``file_name`` to make the task's image URL. Returns counts."""
+    ``options.image_root`` is put before each ``file_name`` to make the task's image URL. Returns
+    counts."""
     images, categories = read_converted(converted)
     names = category_names(categories, images)
-    tasks = [task(image, names, image_root) for image in images]
+    tasks = [task(image, names, options.image_root) for image in images]
     write_text_atomic(out_dir / CONFIG, labeling_config(sorted(set(names.values()))))
     write_json_atomic(out_dir / TASKS, tasks)
     results = [r for t in tasks for r in t["predictions"][0]["result"]]
@@ -102,3 +103,8 @@ def export(converted: Path, out_dir: Path, image_root: str = "/data/local-files/
         "relations": sum(r["type"] == "relation" for r in results),
         "files": [str(out_dir / TASKS), str(out_dir / CONFIG)],
     }
+
+
+def summary(done: dict) -> str:
+    """One line on what ``export`` wrote."""
+    return f"{done['tasks']} tasks, {done['regions']} polygon regions, {done['relations']} relations"

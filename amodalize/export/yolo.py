@@ -17,7 +17,7 @@ import yaml
 
 from amodalize.data.writer import write_text_atomic
 from amodalize.errors import InputError
-from amodalize.export.common import ExportObject, category_names, read_converted
+from amodalize.export.common import DEFAULTS, ExportObject, ExportOptions, category_names, read_converted
 
 
 def largest(polygons: list[list[float]]) -> list[float]:
@@ -37,9 +37,9 @@ def label_line(obj: ExportObject, index: int, width: int, height: int) -> str:
     return " ".join([str(index)] + [f"{v:.6f}" for v in coords])
 
 
-def export(converted: Path, out_dir: Path, images_dir: Path | None = None) -> dict:
-    """Write ``out_dir/labels/*.txt`` and ``out_dir/data.yaml``; with ``images_dir``, each image is
-    linked (else copied) into ``out_dir/images`` where Ultralytics looks for it. Returns counts."""
+def export(converted: Path, out_dir: Path, options: ExportOptions = DEFAULTS) -> dict:
+    """Write ``out_dir/labels/*.txt`` and ``out_dir/data.yaml``; with ``options.images_dir``, each
+    image is linked (else copied) into ``out_dir/images`` where Ultralytics looks for it. Returns counts."""
     images, categories = read_converted(converted)
     names = category_names(categories, images)
     index = {category: k for k, category in enumerate(names)}
@@ -54,8 +54,8 @@ def export(converted: Path, out_dir: Path, images_dir: Path | None = None) -> di
         ]
         write_text_atomic(out_dir / "labels" / (Path(file_name).stem + ".txt"), "".join(r + "\n" for r in rows))
         lines += len(rows)
-        if images_dir is not None:
-            link_image(images_dir / file_name, out_dir / "images" / Path(file_name).name)
+        if options.images_dir is not None:
+            link_image(options.images_dir / file_name, out_dir / "images" / Path(file_name).name)
     data = {
         "path": str(out_dir.resolve()),
         "train": "images",
@@ -68,6 +68,11 @@ def export(converted: Path, out_dir: Path, images_dir: Path | None = None) -> di
     )
     write_text_atomic(out_dir / "data.yaml", note + yaml.safe_dump(data, sort_keys=False))
     return {"images": len(images), "lines": lines, "classes": len(index), "files": [str(out_dir / "data.yaml")]}
+
+
+def summary(done: dict) -> str:
+    """One line on what ``export`` wrote."""
+    return f"{done['lines']} objects in {done['images']} label files, {done['classes']} classes"
 
 
 def link_image(source: Path, target: Path) -> None:

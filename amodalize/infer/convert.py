@@ -29,6 +29,7 @@ from amodalize.infer import baselines
 from amodalize.infer.amodal import eraser_members, paste
 from amodalize.infer.batcher import Completer
 from amodalize.infer.fusion import IOU_FEATURES, IoUModel, OrderFusion, decide, iou_features, pair_features
+from amodalize.infer.methods import AMODAL_METHODS, ORDER_METHODS
 from amodalize.infer.order import edges, has_cycle, increment, order_from_increments, patches, soft_increment
 from amodalize.infer.overlaps import (
     NESTED_CONFIDENCE,
@@ -41,9 +42,6 @@ from amodalize.infer.overlaps import (
     tempered,
 )
 from amodalize.infer.pairs import touching_pairs
-
-AMODAL_METHODS = ("raw", "convex", "convex-r", "pcnet")
-ORDER_METHODS = ("area", "y-axis", "convex", "pcnet", "fused")
 
 
 @dataclass(frozen=True)
