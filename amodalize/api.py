@@ -25,6 +25,7 @@ from amodalize.data.formats import read_dataset
 from amodalize.data.masks import decode_crop, encode_crop, rle_bbox, tight
 from amodalize.data.records import Dataset, ImageRecord, ImageResult, Instance
 from amodalize.errors import InputError
+from amodalize.infer.convert import check_settings
 from amodalize.infer.hosts import convert_dataset
 from amodalize.pipeline import learned_protocol, load_completer, model_options, resolve_options, settings_record
 
@@ -101,6 +102,7 @@ class Amodalizer:
         reference: bool = False,
         **settings: object,
     ) -> None:
+        check_settings(settings)
         order, tta = learned_protocol(reference, tta)
         self.completer, self.checkpoint = load_completer(checkpoint, device, batch_size, tta=tta)
         if sample is None and not reference:

@@ -28,7 +28,7 @@ from amodalize.data.records import Dataset, ImageResult
 from amodalize.data.writer import augment, merge_parts, write_json_atomic
 from amodalize.infer.batcher import Completer, default_batch_size, keep_freed_memory, resolve_device
 from amodalize.infer.calibrate import calibrate, fit_fusion, fusion_scenes
-from amodalize.infer.convert import ConvertOptions
+from amodalize.infer.convert import ConvertOptions, check_settings
 from amodalize.infer.fusion import IoUModel, OrderFusion
 from amodalize.infer.hosts import convert_dataset
 from amodalize.infer.overlaps import KINDS
@@ -357,6 +357,7 @@ def convert_file(
     Returns a summary (images, instances, edges, pairs, seconds, forwards, queries, warning).
     """
     start = time.perf_counter()
+    check_settings(settings)
     method = method or "pcnet"
     learned, tta = learned_protocol(reference, tta)
     order = order or (learned if method == "pcnet" or checkpoint else "convex")

@@ -95,6 +95,13 @@ def test_convert_file_is_the_command(tmp_path):
         amodalize.convert_file(tmp_path / "missing.json", tmp_path / "x.json")
 
 
+def test_a_misspelt_option_is_named_where_it_is_given(tmp_path):
+    with pytest.raises(InputError, match="unknown option amodal_thr; the options are .*amodal_th"):
+        amodalize.Amodalizer(amodal_thr=0.3)
+    with pytest.raises(InputError, match="unknown option keep_visibel"):
+        amodalize.convert_file(tmp_path / "any.json", tmp_path / "out.json", keep_visibel=True)
+
+
 def test_bad_masks_raise_input_errors(model):
     with pytest.raises(InputError, match="no mask given"):
         model.complete([])

@@ -8,7 +8,7 @@ process, joblib workers, host worker processes around the model) is ``amodalize.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from amodalize.data.masks import (
     union_within,
 )
 from amodalize.data.records import ImageRecord, ImageResult, Instance
+from amodalize.errors import InputError
 from amodalize.infer import baselines
 from amodalize.infer.amodal import eraser_members, paste
 from amodalize.infer.batcher import Completer
@@ -139,6 +140,15 @@ class ConvertOptions:
     def needs_model(self) -> bool:
         """True when PCNet-M does part of the work."""
         return self.method == "pcnet" or self.order in ("pcnet", "fused")
+
+
+def check_settings(settings: dict) -> None:
+    """Raise InputError naming any key of ``settings`` that is no ConvertOptions field (a misspelt
+    option is caught where it is given, not at the first image)."""
+    known = {f.name for f in fields(ConvertOptions)} - {"method", "order"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise InputError("options", f"unknown option {', '.join(unknown)}; the options are {', '.join(sorted(known))}")
 
 
 @dataclass
