@@ -164,10 +164,12 @@ def test_synth_draws_given_shapes_at_a_chosen_scale(tmp_path):
     assert "--shapes-scale" in invoke(["synth", "--help"]).stdout
 
 
-def test_help_lists_commands():
+def test_help_lists_every_command():
+    from amodalize.cli import cli
+
     text = invoke(["--help"]).stdout
-    for command in ("convert", "evaluate", "synth", "visualize"):
-        assert command in text
+    listed = {line.split()[0] for line in text.split("Commands:")[1].splitlines() if line.startswith("  ")}
+    assert listed == set(cli.commands) and {"convert", "evaluate", "synth", "visualize", "export"} <= listed
 
 
 def test_predicted_modal_masks_as_input(tmp_path):

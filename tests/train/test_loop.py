@@ -178,15 +178,12 @@ def test_an_input_error_in_a_worker_comes_back_as_one_line():
 def test_init_starts_from_given_weights_and_refuses_other_shapes(tmp_path, synth_data):
     train(tiny(3), [synth_data], tmp_path / "a", device="cpu")
     first = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
-    metrics = train(
-        tiny(1, "optim.lr=0.0"), [synth_data], tmp_path / "b", device="cpu", init=tmp_path / "a" / "checkpoint.pt"
-    )
+    train(tiny(1, "optim.lr=0.0"), [synth_data], tmp_path / "b", device="cpu", init=tmp_path / "a" / "checkpoint.pt")
     second = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert second["init"]["path"] == str(tmp_path / "a" / "checkpoint.pt") and second["init"]["shipped_model"] is None
     for k, v in first["model"].items():  # lr 0: the weights stay what --init gave (BN statistics move)
         if "running" not in k and "num_batches" not in k:
             assert torch.equal(v, second["model"][k]), k
-    assert metrics["iou"] >= 0
     with pytest.raises(InputError, match="widen"):
         train(
             tiny(1, "model.widen=0.5"),
