@@ -213,28 +213,23 @@ def model_options(
     else:
         settings.update({k: cal[k] for k in wanted})
         record.update(source="the checkpoint's calibration at gap 0 px", calibration=cal)
-    opts = ConvertOptions(method, order, gap=0, **settings)
-    if opts.order == "fused" and opts.fusion is None:
-        if _fusion_fits(cal, opts):
-            iou = tuple(cal["iou_model"]["weights"]) if opts.method == "pcnet" else None
-            opts = dataclasses.replace(opts, fusion=tuple(cal["fusion"]["weights"]), iou_model=iou)
-            record["fusion_source"] = "the calibration's"
-        else:
-            record["fusion_source"] = "none: the checkpoint holds none at these settings (dual completion alone)"
-    return opts, record
+    return _with_fusion(None, ConvertOptions(method, order, gap=0, **settings), cal, completer, record)
 
 
 def _with_fusion(
-    dataset: Dataset, opts: ConvertOptions, cal: dict | None, completer: Completer, record: dict
+    dataset: Dataset | None, opts: ConvertOptions, cal: dict | None, completer: Completer, record: dict
 ) -> tuple[ConvertOptions, dict]:
     """``opts`` with the ordering fusion and IoU model: the calibration's when it was fitted at the
     settings and gap in use (on the model's training data: the user's own), else fitted now on
-    scenes of the input's own shapes."""
+    scenes of the input's own shapes (none without a ``dataset``: dual completion alone)."""
     if opts.fusion is not None or opts.order != "fused":
         return opts, record
     if _fusion_fits(cal, opts):
         fusion, iou_model = cal["fusion"], cal["iou_model"]
         record["fusion_source"] = "the calibration's"
+    elif dataset is None:
+        record["fusion_source"] = "none: the checkpoint holds none at these settings (dual completion alone)"
+        return opts, record
     else:
         bank = input_bank(dataset)
         scenes = fusion_scenes(bank, calibration_samples(completer))

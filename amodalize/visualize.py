@@ -92,14 +92,17 @@ def write_pictures(
     missing = sorted(set(image_ids or ()) - {im.id for im in chosen})
     if missing:
         raise InputError(dataset.path, f"has no image with id {', '.join(map(str, missing))}")
-    backgrounds = [background_of(image, images_dir) for image in chosen]
-    blank = [str(image.file_name) for image, b in zip(chosen, backgrounds) if b is None]
-    if images_dir is not None and chosen and len(blank) == len(chosen):
-        raise InputError(images_dir, f"holds none of the {len(chosen)} images asked for (e.g. {blank[0]!r})")
+    # one image found is enough to go on (stops at the first): images are read one at a time below
+    if images_dir is not None and chosen and all(background_of(image, images_dir) is None for image in chosen):
+        first = str(chosen[0].file_name)
+        raise InputError(images_dir, f"holds none of the {len(chosen)} images asked for (e.g. {first!r})")
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for image, background in zip(chosen, backgrounds):
+    written, blank = [], []
+    for image in chosen:
+        background = background_of(image, images_dir)
+        if background is None and images_dir is not None:
+            blank.append(str(image.file_name))
         path = out_dir / f"{image.id}.png"
         cv2.imwrite(str(path), draw(image, dataset.by_image[image.id], background))
         written.append(path)
-    return written, blank if images_dir is not None else []
+    return written, blank

@@ -103,9 +103,9 @@ class LogProgress:
             task.visible = visible
         now = time.monotonic()
         finished = task.total is not None and task.completed >= task.total
-        if task.visible and (task.said < 0 or finished or now - task.last >= self.every):
-            if task.said != task.completed or task.said < 0:
-                self._say(task)
+        due = task.said < 0 or finished or now - task.last >= self.every
+        if task.visible and due and task.said != task.completed:  # said < 0 until the first line
+            self._say(task)
 
     def _say(self, task: _Task) -> None:
         task.said, task.last = task.completed, time.monotonic()

@@ -318,8 +318,9 @@ def make_dataset(
             modal = encode_crop(Crop(visible), h, w)
             ann = _annotation(first + k, image_id, int(drawn[k]), modal)
             instances.append(Instance(first + k, image_id, ann["category_id"], modal, ann["bbox"], source=ann))
-            outline = modal if outlined[k] is visible else encode_crop(Crop(outlined[k]), h, w)
-            annotations.append(ann if outline is modal else _annotation(first + k, image_id, int(drawn[k]), outline))
+            if outlined[k] is not visible:
+                ann = _annotation(first + k, image_id, int(drawn[k]), encode_crop(Crop(outlined[k]), h, w))
+            annotations.append(ann)
             result.amodal[first + k] = encode_crop(Crop(amodal), h, w)
             result.edges += [(first + j, first + k, 1.0, None) for j in occluders[k]]
         results[image_id] = result

@@ -119,12 +119,11 @@ def drawn_fronts(overlaps: list[Overlap]) -> list[tuple[int, int]]:
 
 
 def decided_fronts(overlaps: list[Overlap], order: np.ndarray) -> list[tuple[int, int]]:
-    """The ``(front, back)`` of each overlapping pair: nested pairs as drawn, the others as
-    ``order`` (``[N, N]``, +1 where the row occludes the column) has them, or as drawn where it has
-    no order."""
+    """The ``(front, back)`` of each overlapping pair as ``order`` (``[N, N]``, +1 where the row
+    occludes the column) has it, or as drawn (the inner mask in front) where it has no order."""
     fronts = []
     for o in overlaps:
-        if o.kind != "nested" and order[o.i, o.j] != 0:
+        if order[o.i, o.j] != 0:
             fronts.append((o.i, o.j) if order[o.i, o.j] == 1 else (o.j, o.i))
         else:
             fronts.append((o.inner, o.outer))
