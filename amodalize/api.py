@@ -25,9 +25,8 @@ from amodalize.data.formats import read_dataset
 from amodalize.data.masks import decode_crop, encode_crop, rle_bbox, tight
 from amodalize.data.records import Dataset, ImageRecord, ImageResult, Instance
 from amodalize.errors import InputError
-from amodalize.infer.convert import check_settings
 from amodalize.infer.hosts import convert_dataset
-from amodalize.pipeline import learned_protocol, load_completer, model_options, resolve_options, settings_record
+from amodalize.infer.settings import ConvertRequest, decide, load_completer, settings_record
 
 __all__ = ["Amodalizer", "Completion", "Edge", "convert_file"]
 
@@ -35,11 +34,13 @@ __all__ = ["Amodalizer", "Completion", "Edge", "convert_file"]
 def convert_file(input_json: str | Path, output_json: str | Path, **options: object) -> dict:
     """What ``amodalize convert INPUT_JSON OUTPUT_JSON`` does, without printing: ``options`` are its
     flags by their Python names (``checkpoint``, ``method``, ``order``, ``segmentation``,
-    ``amodal_th``, ``review_json``, ...); returns the summary the command prints."""
+    ``amodal_th``, ``review_json``, ...), checked before anything is read (a misspelt one raises
+    InputError); returns the summary the command prints."""
+    request, rest = ConvertRequest.split(options, pipeline.FILE_OPTIONS)
     for key in ("images_from", "review_json"):
-        if options.get(key) is not None:
-            options[key] = Path(options[key])
-    return pipeline.convert_file(Path(input_json), Path(output_json), **options)
+        if rest.get(key) is not None:
+            rest[key] = Path(rest[key])
+    return pipeline.convert_file(Path(input_json), Path(output_json), request, **rest)
 
 
 class Edge(NamedTuple):
@@ -102,16 +103,10 @@ class Amodalizer:
         reference: bool = False,
         **settings: object,
     ) -> None:
-        check_settings(settings)
-        order, tta = learned_protocol(reference, tta)
-        self.completer, self.checkpoint = load_completer(checkpoint, device, batch_size, tta=tta)
-        if sample is None and not reference:
-            self.options, self.decided = model_options("pcnet", order, dict(settings), self.completer, self.checkpoint)
-        else:
-            data = sample_dataset(sample) if sample is not None else masks_dataset([np.ones((1, 1), bool)])
-            self.options, self.decided = resolve_options(
-                data, "pcnet", order, dict(settings), self.completer, self.checkpoint, reference
-            )
+        request = ConvertRequest("pcnet", None, checkpoint, reference, tta, settings)
+        self.completer, self.checkpoint = load_completer(checkpoint, device, batch_size, tta=request.tta_mode)
+        data = None if sample is None else sample_dataset(sample)
+        self.options, self.decided = decide(request, data, self.completer, self.checkpoint)
         # as a converted file records them (tuples as lists)
         self.record = json.loads(json.dumps({"settings": settings_record(self.options), "decided": self.decided}))
 

@@ -23,11 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from amodalize.api import Amodalizer  # noqa: E402
+from amodalize.api import Amodalizer, convert_file  # noqa: E402
 from amodalize.data.formats import read_dataset  # noqa: E402
 from amodalize.data.masks import decode_crop  # noqa: E402
 from amodalize.data.writer import write_json_atomic  # noqa: E402
-from amodalize.pipeline import convert_file  # noqa: E402
 
 
 def masks_of(files: list[Path]) -> list[list]:

@@ -40,12 +40,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from amodalize.api import convert_file  # noqa: E402
 from amodalize.data.formats import read_dataset  # noqa: E402
 from amodalize.data.masks import Crop, encode_crop, rle_area, rle_bbox  # noqa: E402
 from amodalize.data.synth import SynthOptions, make_dataset, make_scene  # noqa: E402
 from amodalize.infer.batcher import Completer, default_batch_size  # noqa: E402
 from amodalize.infer.hosts import convert_dataset  # noqa: E402
-from amodalize.pipeline import convert_file, load_completer, resolve_options  # noqa: E402
+from amodalize.infer.settings import ConvertRequest, decide, load_completer  # noqa: E402
 
 COCOA_DEMO = ROOT.parent / "shared" / "data" / "cocoa-demo"
 
@@ -112,7 +113,7 @@ def timed(
     """One conversion of ``dataset`` in this process with the given levers; results kept for comparing."""
     completer, info = load_completer(checkpoint, "cpu", batch, fold=fold, freeze=freeze)
     completer.prefetch = prefetch
-    opts, _ = resolve_options(dataset, "pcnet", "pcnet", {}, completer, info)
+    opts, _ = decide(ConvertRequest("pcnet", "pcnet", checkpoint), dataset, completer, info)
     opts = dataclasses.replace(opts, skip_unoccluded=skip)
     start = time.perf_counter()
     results = convert_dataset(dataset, opts, completer=completer)
@@ -202,12 +203,12 @@ STARTUP = """
 import json, sys, time
 from pathlib import Path
 from amodalize.data.formats import read_dataset
-from amodalize.pipeline import load_completer, resolve_options
+from amodalize.infer.settings import ConvertRequest, decide, load_completer
 dataset = read_dataset(Path(sys.argv[1]))
 start = time.perf_counter()
 completer, info = load_completer(None, "cpu")
 loaded = time.perf_counter()
-resolve_options(dataset, "pcnet", "fused", {}, completer, info)
+decide(ConvertRequest("pcnet", "fused"), dataset, completer, info)
 print(json.dumps({"load": loaded - start, "settings": time.perf_counter() - loaded}))
 """
 

@@ -39,12 +39,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from amodalize.api import convert_file  # noqa: E402
 from amodalize.config import ContentConfig, load_config  # noqa: E402
 from amodalize.data.formats.common import load_json  # noqa: E402
 from amodalize.data.masks import rle_area, rle_intersection_area  # noqa: E402
 from amodalize.data.synth import SynthOptions, make_dataset  # noqa: E402
 from amodalize.models.pcnet_m import load_pcnet_m  # noqa: E402
-from amodalize.pipeline import convert_file  # noqa: E402
 
 # Sizes of the full run (one recent GPU) and of --quick (any CPU, seconds).
 FULL = {
@@ -311,7 +311,7 @@ def repeated(dataset, times: int):
 def convert_large_part(out: Path, ckpts: dict[str, Path], size: dict, device: str) -> dict:
     from amodalize.data.formats import read_dataset
     from amodalize.infer.hosts import convert_dataset
-    from amodalize.pipeline import load_completer, resolve_options
+    from amodalize.infer.settings import ConvertRequest, decide, load_completer
 
     opts = SynthOptions(width=640, height=480, min_objects=3, max_objects=12)
     modal, _ = make_dataset(out / "large-distinct", size["large_distinct"], 4242, opts)
@@ -319,7 +319,7 @@ def convert_large_part(out: Path, ckpts: dict[str, Path], size: dict, device: st
     result: dict = {"distinct_images": len(distinct.images)}
     for name, ckpt in ckpts.items():
         completer, info = load_completer(ckpt, device)
-        settings, _ = resolve_options(distinct, "pcnet", "fused", {}, completer, info)
+        settings, _ = decide(ConvertRequest("pcnet", "fused", ckpt), distinct, completer, info)
         start = time.perf_counter()  # one pass over the distinct images: warm-up and rate probe
         convert_dataset(distinct, settings, completer=completer)
         probe = time.perf_counter() - start
@@ -351,6 +351,7 @@ def convert_large_part(out: Path, ckpts: dict[str, Path], size: dict, device: st
 
 
 def pcnet_c_part(out: Path, train_dir: Path, test_dir: Path, small: Path | None, size: dict, device: str) -> dict:
+    from amodalize.infer.settings import ConvertRequest
     from amodalize.scene.deocclude import deocclude_file
     from amodalize.train.content import train_content
 
@@ -381,7 +382,7 @@ def pcnet_c_part(out: Path, train_dir: Path, test_dir: Path, small: Path | None,
     if small is not None:
         summary = deocclude_file(
             test_dir / "modal.json", test_dir / "images", out / "layers", out / "run-c" / "checkpoint.pt",
-            checkpoint_m=small, image_ids=ids, device=device,
+            masks=ConvertRequest("pcnet", "pcnet", small), image_ids=ids, device=device,
         )  # fmt: skip
     else:  # no PCNet-M from the conversion part: the file's own amodal masks
         summary = deocclude_file(

@@ -34,8 +34,8 @@ from amodalize.data.formats import read_dataset  # noqa: E402
 from amodalize.data.synth import SynthOptions, make_dataset  # noqa: E402
 from amodalize.infer.calibrate import calibrate, fit_fusion, fusion_scenes  # noqa: E402
 from amodalize.infer.convert import ConvertOptions  # noqa: E402
+from amodalize.infer.settings import load_completer  # noqa: E402
 from amodalize.models.registry import DEFAULT_MODEL, WEIGHTS, file_sha256  # noqa: E402
-from amodalize.pipeline import load_completer  # noqa: E402
 from amodalize.train.loop import CHECKPOINT, train  # noqa: E402
 from amodalize.train.partial import split_instances  # noqa: E402
 from amodalize.version import __version__  # noqa: E402

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import amodalize
+import amodalize.infer.settings
 from amodalize.data.formats import read_dataset
 from amodalize.data.masks import Crop, decode_crop, encode_crop
 from amodalize.errors import InputError
@@ -72,8 +73,9 @@ def test_a_predictor_decides_once_and_then_only_completes(model, tmp_path, monke
     def refuse(*args, **kwargs):
         raise AssertionError("complete() decided settings again")
 
-    for name in ("resolve_options", "calibrate", "fit_fusion", "estimate_gap"):
-        monkeypatch.setattr(amodalize.pipeline, name, refuse)
+    monkeypatch.setattr(amodalize.api, "decide", refuse)
+    for name in ("decide", "calibrate", "fit_fusion", "estimate_gap"):
+        monkeypatch.setattr(amodalize.infer.settings, name, refuse)
     one_by_one = [model.complete(masks) for masks in images]
     together = model.complete_many(images)
     for a, b in zip(one_by_one, together):

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from amodalize.data.synth import SynthOptions, make_dataset
+from amodalize.infer.settings import ConvertRequest
 from amodalize.pipeline import convert_file, parts_dir
 from tests.conftest import invoke, torchrun
 from tests.infer.test_pcnet import tiny_model
@@ -41,7 +42,7 @@ def test_shards_merge_to_the_single_run(tmp_path, data):
 def test_interrupted_conversion_resumes(tmp_path, data):
     modal, ckpt = data
     full = tmp_path / "full.json"
-    convert_file(modal, full, checkpoint=ckpt, flush_every=2)
+    convert_file(modal, full, ConvertRequest(checkpoint=ckpt), flush_every=2)
     out = tmp_path / "out.json"
     seen = []
 
@@ -51,10 +52,11 @@ def test_interrupted_conversion_resumes(tmp_path, data):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        convert_file(modal, out, checkpoint=ckpt, flush_every=2, on_progress=stop_after_two_chunks)
+        convert_file(modal, out, ConvertRequest(checkpoint=ckpt), flush_every=2, on_progress=stop_after_two_chunks)
     assert not out.exists() and len(list(parts_dir(out).glob("chunk-*.json"))) == 1  # the second was not flushed
     started = []
-    convert_file(modal, out, checkpoint=ckpt, flush_every=2, on_start=lambda n, done: started.append((n, done)))
+    request = ConvertRequest(checkpoint=ckpt)
+    convert_file(modal, out, request, flush_every=2, on_start=lambda n, done: started.append((n, done)))
     assert started == [(7, 2)]
     assert body(out) == body(full) and not parts_dir(out).exists()
 

@@ -192,10 +192,12 @@ def convert(input_json: Path, output_json: Path, checkpoint: str | None, shard: 
     \b
         amodalize convert val.json val_convexr.json --method convex-r --order convex
     """
-    from amodalize.pipeline import NOTHING_TO_COMPLETE, convert_file, merge_files, parts_dir
+    from amodalize.infer.settings import ConvertRequest
+    from amodalize.pipeline import FILE_OPTIONS, NOTHING_TO_COMPLETE, convert_file, merge_files, parts_dir
 
     if output_json.resolve() == input_json.resolve():
         raise click.BadParameter("the output would overwrite the input file", param_hint="OUTPUT_JSON")
+    request, file_options = ConvertRequest.split({"checkpoint": checkpoint, **options}, FILE_OPTIONS)
     world, rank = torchrun_world()
     parts = shard_of(shard)
     target = output_json
@@ -206,11 +208,11 @@ def convert(input_json: Path, output_json: Path, checkpoint: str | None, shard: 
         summary = convert_file(
             input_json,
             target,
-            checkpoint=checkpoint,
+            request,
             shard=parts,
             on_start=lambda n, done: bar.update(task, total=n, completed=done, visible=True),
             on_progress=lambda n: bar.advance(task, n),
-            **options,
+            **file_options,
         )
     if shard is None and world > 1:
         import torch.distributed as dist

@@ -100,6 +100,7 @@ def deocclude(
     \b
         torchrun --nproc_per_node 4 -m amodalize deocclude val.json layers/ --images-dir val2014/ ...
     """
+    from amodalize.infer.settings import ConvertRequest
     from amodalize.scene.deocclude import deocclude_file
 
     with progress_bar() as bar:
@@ -109,11 +110,15 @@ def deocclude(
             images_dir,
             out_dir,
             checkpoint_c,
-            checkpoint_m=checkpoint_m,
+            masks=ConvertRequest(
+                "pcnet",
+                "pcnet",
+                checkpoint_m,
+                settings={"order_th": order_th, "amodal_th": amodal_th, "eraser_dilate": eraser_dilate},
+            ),
             fmt=fmt,
             image_ids=parse_ids(image_ids, "--images"),
             shard=shard_of(shard),
-            convert_settings={"order_th": order_th, "amodal_th": amodal_th, "eraser_dilate": eraser_dilate},
             on_start=lambda n, done: bar.update(task, total=n, completed=done, visible=True),
             on_progress=lambda n: bar.advance(task, n),
             **options,

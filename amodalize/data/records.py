@@ -68,6 +68,12 @@ class Dataset:
         """True when every non-crowd instance carries an annotated amodal mask."""
         return all(i.amodal is not None for i in self.instances if not i.iscrowd)
 
+    def subset(self, keep: list[ImageRecord]) -> Dataset:
+        """The images ``keep`` with their instances, the rest of the dataset unchanged."""
+        ids = {image.id for image in keep}
+        instances = [i for i in self.instances if i.image_id in ids]
+        return Dataset(self.path, self.format, keep, instances, self.categories, self.extra)
+
 
 @dataclass
 class ImageResult:

@@ -31,9 +31,9 @@ from amodalize.errors import InputError
 from amodalize.evaluate import gt_order_from_masks
 from amodalize.infer.batcher import Painter, default_batch_size, resolve_device
 from amodalize.infer.hosts import convert_dataset
+from amodalize.infer.settings import ConvertRequest, decide, load_completer
 from amodalize.models.pcnet_c import load_pcnet_c
 from amodalize.models.registry import file_sha256
-from amodalize.pipeline import load_completer, resolve_options
 from amodalize.scene.layers import (
     CYCLE_RULE,
     Scene,
@@ -171,27 +171,31 @@ def paint_scenes(
     return scenes
 
 
+# PCNet-M's masks for de-occlusion: the shipped model, ordered by dual completion.
+MASKS = ConvertRequest("pcnet", "pcnet")
+
+
 def deocclude_file(
     ann_json: Path,
     images_dir: Path,
     out_dir: Path,
     checkpoint_c: Path,
     *,
-    checkpoint_m: str | Path | None = None,
+    masks: ConvertRequest = MASKS,
     fmt: str | None = None,
     image_ids: list[int] | None = None,
     shard: tuple[int, int] | None = None,
     device: str = "auto",
     batch_size: int | None = None,
     chunk_size: int = 8,
-    convert_settings: dict | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     **settings: object,
 ) -> dict:
     """De-occlude the images of ``ann_json`` (or those of ``image_ids``; with ``shard=(K, N)`` only
     every N-th of them from the K-th) into ``out_dir``; ``settings`` are SceneOptions fields,
-    ``convert_settings`` ConvertOptions fields for PCNet-M. Returns a summary."""
+    ``masks`` how PCNet-M completes and orders the objects where the file's own amodal masks are
+    not used (they are unless it names a checkpoint, or the file has none). Returns a summary."""
     start = time.perf_counter()
     opts = SceneOptions(**settings)
     dataset = read_dataset(ann_json, fmt)
@@ -207,9 +211,9 @@ def deocclude_file(
     batch = batch_size or default_batch_size(dev, size)
     painter = Painter(generator, device=dev, batch_size=batch, categories=categories)
     # the file's own amodal masks unless a PCNet-M is named or the file has none (then the shipped one)
-    use_model = checkpoint_m is not None or not dataset.has_amodal
-    completer, m_info = load_completer(checkpoint_m, device) if use_model else (None, None)
-    m_opts, decided = resolve_options(dataset, "pcnet", "pcnet", convert_settings or {}, completer, m_info)
+    use_model = masks.checkpoint is not None or not dataset.has_amodal
+    completer, m_info = load_completer(masks.checkpoint, device) if use_model else (None, None)
+    m_opts, decided = decide(masks, dataset, completer, m_info)
     provenance = {
         "version": __version__,
         "input": str(ann_json),

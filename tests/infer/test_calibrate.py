@@ -21,8 +21,8 @@ from amodalize.infer.calibrate import (
     layered_scenes,
 )
 from amodalize.infer.fusion import PAIR_FEATURES
+from amodalize.infer.settings import REFERENCE_SETTINGS
 from amodalize.models.pcnet_m import load_pcnet_m
-from amodalize.pipeline import REFERENCE_SETTINGS
 from amodalize.train.loop import train
 from tests.conftest import invoke
 from tests.infer.test_pcnet import HullNet, tiny_model

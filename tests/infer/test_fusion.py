@@ -23,7 +23,7 @@ from amodalize.infer.fusion import (
     pair_features,
 )
 from amodalize.infer.hosts import convert_dataset
-from amodalize.pipeline import REFERENCE_SETTINGS
+from amodalize.infer.settings import REFERENCE_SETTINGS
 from amodalize.review import review
 from tests.infer.test_pcnet import HullNet, square_and_bar
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from amodalize.api import convert_file
 from amodalize.data.masks import EMPTY, Crop, decode_crop, encode_crop, rle_area
 from amodalize.data.records import Dataset, ImageRecord, Instance
 from amodalize.data.synth import SynthOptions, draw_outlines, make_dataset, make_scene
@@ -15,7 +16,6 @@ from amodalize.data.writer import annotation_fields, augment
 from amodalize.infer.batcher import Completer
 from amodalize.infer.convert import ConvertOptions, convert_chunk
 from amodalize.infer.overlaps import count_kinds, find_overlaps, partition
-from amodalize.pipeline import convert_file
 from tests.conftest import invoke
 from tests.infer.test_pcnet import HullNet
 

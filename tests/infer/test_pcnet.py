@@ -316,7 +316,7 @@ def test_reference_settings_complete_every_instance_from_bilinear_inputs():
     """The reference completes every instance (the empty one and the one with nothing in front too),
     from bilinearly resized patches, so no ordering forward is reused."""
     from amodalize.data.masks import EMPTY, resample_linear
-    from amodalize.pipeline import REFERENCE_SETTINGS
+    from amodalize.infer.settings import REFERENCE_SETTINGS
 
     dataset, _ = square_and_bar()
     hidden = Instance(3, 1, 1, encode_crop(EMPTY, 64, 64), [40.0, 40.0, 10.0, 10.0], source={"id": 3})
