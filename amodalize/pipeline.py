@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from amodalize.check.review import review
 from amodalize.data.formats import read_dataset
 from amodalize.data.formats.common import load_json
 from amodalize.data.formats.detections import read_detections
@@ -27,7 +28,6 @@ from amodalize.infer.hosts import convert_dataset
 from amodalize.infer.overlaps import KINDS
 from amodalize.infer.settings import ConvertRequest, decide, load_completer, settings_record
 from amodalize.models.registry import file_sha256
-from amodalize.review import review
 from amodalize.version import __version__
 
 # Completed/visible area of instances with nothing in front above this means a badly calibrated model.
@@ -101,7 +101,7 @@ def convert_file(
     """Convert one annotation file as ``request`` asks (default: ``ConvertRequest()``), its settings
     decided on the file by ``infer.settings.decide``; ``segmentation``: amodal masks as 'rle' or
     'polygon' (``writer.augment``); ``review_json``: where to write the least-confident edges and
-    completions (``amodalize.review``); ``min_amodal_confidence``: below it an object keeps its
+    completions (``amodalize.check.review``); ``min_amodal_confidence``: below it an object keeps its
     input mask (``writer.augment``).
 
     ``on_start(total images, already finished)`` and ``on_progress(images)`` report progress.

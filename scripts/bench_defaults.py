@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amodalize.api import convert_file  # noqa: E402
+from amodalize.check.evaluate import edge_reliability, evaluate, iou_reliability  # noqa: E402
 from amodalize.data.formats import read_dataset  # noqa: E402
 from amodalize.data.masks import rle_area  # noqa: E402
 from amodalize.data.synth import CATEGORY_SETS, SynthOptions, categories_of, make_dataset, shapes_from  # noqa: E402
 from amodalize.data.writer import write_json_atomic  # noqa: E402
-from amodalize.evaluate import edge_reliability, evaluate, iou_reliability  # noqa: E402
 
 ORDER = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 AMODAL = (0.2, 0.3, 0.35, 0.4, 0.5, 0.6)

@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from amodalize.api import convert_file  # noqa: E402
+from amodalize.check.evaluate import evaluate, gt_order_from_masks  # noqa: E402
 from amodalize.data.formats import read_dataset  # noqa: E402
 from amodalize.data.masks import decode_crop  # noqa: E402
 from amodalize.data.synth import SynthOptions, make_dataset, shapes_from  # noqa: E402
-from amodalize.evaluate import evaluate, gt_order_from_masks  # noqa: E402
 from amodalize.infer.overlaps import find_overlaps  # noqa: E402
 
 COCOA_DEMO = Path(os.environ.get("AMODALIZE_COCOA_DEMO") or ROOT.parent / "shared" / "data" / "cocoa-demo")

@@ -409,7 +409,7 @@ def pcnet_c_part(out: Path, train_dir: Path, test_dir: Path, small: Path | None,
 
 
 def maskrcnn_part(out: Path, train_dir: Path, test_dir: Path, size: dict, device: str) -> dict:
-    from amodalize.maskrcnn import MaskRCNNConfig, evaluate_run, train
+    from amodalize.check.maskrcnn import MaskRCNNConfig, evaluate_run, train
 
     cfg = MaskRCNNConfig(
         arch="r50-fpn",

@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from amodalize.api import convert_file  # noqa: E402
+from amodalize.check.evaluate import evaluate  # noqa: E402
+from amodalize.check.maskrcnn import MaskRCNNConfig, compare  # noqa: E402
 from amodalize.config import load_config  # noqa: E402
 from amodalize.data.formats import read_dataset  # noqa: E402
 from amodalize.data.synth import SynthOptions, make_dataset  # noqa: E402
-from amodalize.evaluate import evaluate  # noqa: E402
-from amodalize.maskrcnn import MaskRCNNConfig, compare  # noqa: E402
 
 
 def main() -> int:

@@ -9,7 +9,9 @@ PACKAGE = Path(amodalize.__file__).parent
 # Conversion and inference must not stand on training code: whoever changes the training loop
 # should not be able to break `convert`.
 BELOW_TRAINING = ("amodalize.data", "amodalize.models", "amodalize.infer", "amodalize.scene")
-BELOW_TRAINING_MODULES = ("amodalize.pipeline", "amodalize.evaluate", "amodalize.errors", "amodalize.config")
+BELOW_TRAINING_MODULES = ("amodalize.pipeline", "amodalize.errors", "amodalize.config") + tuple(
+    f"amodalize.check.{m}" for m in ("evaluate", "amodal_ap", "quality", "review", "report", "visualize")
+)
 
 
 def module_name(path: Path) -> str:

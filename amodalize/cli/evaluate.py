@@ -44,8 +44,8 @@ def evaluate(pred_json: Path, gt_json: Path, gt_order: str, gt_format: str | Non
     \b
         amodalize evaluate amodal_val.json COCO_amodal_val2014.json
     """
+    from amodalize.check.evaluate import evaluate as run
     from amodalize.data.formats import read_dataset
-    from amodalize.evaluate import evaluate as run
 
     metrics = run(read_dataset(pred_json, "coco_amodal"), read_dataset(gt_json, gt_format), gt_order)
     if as_json:
@@ -111,8 +111,8 @@ def visualize(ann_json: Path, out_dir: Path, image_ids: str | None, images_dir: 
     \b
         amodalize visualize amodal_val.json pictures/ --images 1,2 --images-dir val2014/
     """
+    from amodalize.check.visualize import write_pictures
     from amodalize.data.formats import read_dataset
-    from amodalize.visualize import write_pictures
 
     written, blank = write_pictures(read_dataset(ann_json, fmt), out_dir, parse_ids(image_ids, "--images"), images_dir)
     for name in blank[:5]:
@@ -165,7 +165,7 @@ def report(
     \b
         amodalize report val_amodal.json report/ --images-dir val2014/
     """
-    from amodalize.report import INDEX, REVIEW_FILE, write_report
+    from amodalize.check.report import INDEX, REVIEW_FILE, write_report
 
     with progress_bar() as bar:
         task = bar.add_task("drawing the least-confident images", total=None, visible=False)

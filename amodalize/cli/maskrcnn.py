@@ -71,8 +71,8 @@ def _maskrcnn_options(f: Callable) -> Callable:
 
 
 def _maskrcnn_config(arch: str | None, device: str, **fields: object) -> tuple[object, str]:
+    from amodalize.check.maskrcnn import MaskRCNNConfig
     from amodalize.infer.batcher import resolve_device
-    from amodalize.maskrcnn import MaskRCNNConfig
 
     dev = resolve_device(device)
     arch = arch or ("r50-fpn" if dev.type == "cuda" else "mnv3-fpn")
@@ -111,7 +111,7 @@ def maskrcnn_train(
     \b
         amodalize maskrcnn train val_amodal.json --images-dir val2014/ --out runs/mrcnn --iters 2000
     """
-    from amodalize.maskrcnn import check_learned, train
+    from amodalize.check.maskrcnn import check_learned, train
 
     if fields["heads_only"] and init is None and not resume:
         raise click.UsageError("--heads-only fine-tunes a trained start: give it with --init")
@@ -178,7 +178,7 @@ def _ap_table(rows: dict[str, dict], title: str) -> Table:
 @JSON_OPTION
 def maskrcnn_evaluate(run_dir: Path, gt_json: Path, images_dir: Path, device: str, as_json: bool) -> None:
     """Amodal mask AP (COCOeval segm) of the model in RUN_DIR against GT_JSON's amodal masks."""
-    from amodalize.maskrcnn import evaluate_run, summarize_seeds
+    from amodalize.check.maskrcnn import evaluate_run, summarize_seeds
 
     _, device = _maskrcnn_config(None, device)
     metrics = evaluate_run(run_dir, gt_json, images_dir, device)
@@ -253,7 +253,7 @@ def maskrcnn_compare(
         amodalize maskrcnn compare raw.json convex_r.json pcnet.json gt_train.json --gt gt_test.json \\
             --images-dir train/ --gt-images-dir test/ --out runs/compare
     """
-    from amodalize.maskrcnn import compare, paired_differences
+    from amodalize.check.maskrcnn import compare, paired_differences
 
     if fields["heads_only"] and base is None:
         raise click.UsageError("--heads-only fine-tunes a shared start: give its labels with --base")

@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from amodalize.check.evaluate import gt_order_from_masks
 from amodalize.data.formats import read_dataset
 from amodalize.data.formats.common import load_json
 from amodalize.data.images import check_images, read_rgb
@@ -28,7 +29,6 @@ from amodalize.data.masks import EMPTY, decode_crop, encode_crop
 from amodalize.data.records import Dataset, ImageRecord
 from amodalize.data.writer import write_json_atomic
 from amodalize.errors import InputError
-from amodalize.evaluate import gt_order_from_masks
 from amodalize.infer.batcher import Painter, default_batch_size, resolve_device
 from amodalize.infer.hosts import convert_dataset
 from amodalize.infer.settings import ConvertRequest, decide, load_completer

@@ -4,10 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
+from amodalize.check.evaluate import evaluate
 from amodalize.data.formats import read_dataset
 from amodalize.data.masks import decode_crop, rle_area, rle_intersection_area
 from amodalize.data.synth import SynthOptions, make_dataset, make_scene, polygonize, shapes_from
-from amodalize.evaluate import evaluate
 from tests.conftest import invoke
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from amodalize.check.review import review
 from amodalize.data.formats import read_dataset
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.infer.batcher import Completer
@@ -24,7 +25,6 @@ from amodalize.infer.fusion import (
 )
 from amodalize.infer.hosts import convert_dataset
 from amodalize.infer.settings import REFERENCE_SETTINGS
-from amodalize.review import review
 from tests.infer.test_pcnet import HullNet, square_and_bar
 
 

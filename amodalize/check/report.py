@@ -2,7 +2,7 @@
 with a COCO file of the images to correct in an annotation tool.
 
 The page opens from disk (no server, script, font or address elsewhere). It holds the summary
-(``amodalize.quality``), confidence histograms, the measured figures beside the estimates when
+(``amodalize.check.quality``), confidence histograms, the measured figures beside the estimates when
 ground truth is given, and the least-confident images drawn as thumbnails. Only those images are
 decoded and drawn, one at a time, so memory stays flat however large the file.
 """
@@ -20,14 +20,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from amodalize.check.evaluate import evaluate
+from amodalize.check.quality import Estimate, measured_iou_of_occluded, summarize
+from amodalize.check.visualize import background_of, render
 from amodalize.data.formats import coco, read_dataset
 from amodalize.data.formats.common import load_json, require
 from amodalize.data.records import Dataset, ImageRecord
 from amodalize.data.writer import current_umask, with_polygons, write_json_atomic
 from amodalize.errors import InputError
-from amodalize.evaluate import evaluate
-from amodalize.quality import Estimate, measured_iou_of_occluded, summarize
-from amodalize.visualize import background_of, render
 
 # Longest side of a picture on the page (pixels; each links to one at full size) and the JPEG
 # quality: 50 real photos' pictures take about 6 MB.

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from amodalize.check.review import least_confident
 from amodalize.data.masks import decode_crop, rle_area, rle_intersection_area
 from amodalize.data.records import Dataset, Instance
 from amodalize.errors import InputError
 from amodalize.infer.pairs import touching_pairs
-from amodalize.review import least_confident
 
 # Upper edges of the occlusion-rate bins (the first bin holds unoccluded instances only).
 OCCLUSION_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from amodalize.check.quality import EDGE_MARGIN, estimate_accuracy, estimate_iou, summarize
+from amodalize.check.report import INDEX, REVIEW_FILE, rank_images, review_subset, uncertain_items
 from amodalize.data.formats import read_dataset
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.data.writer import augment, write_json_atomic
@@ -18,8 +20,6 @@ from amodalize.infer.batcher import Completer
 from amodalize.infer.convert import ConvertOptions
 from amodalize.infer.fusion import PAIR_FEATURES
 from amodalize.infer.hosts import convert_dataset
-from amodalize.quality import EDGE_MARGIN, estimate_accuracy, estimate_iou, summarize
-from amodalize.report import INDEX, REVIEW_FILE, rank_images, review_subset, uncertain_items
 from tests.conftest import invoke
 from tests.infer.test_pcnet import HullNet
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from amodalize.check.evaluate import edge_reliability, evaluate, if_calibrated, iou_reliability
 from amodalize.data.formats import read_dataset
 from amodalize.data.writer import augment, write_json_atomic
 from amodalize.errors import InputError
-from amodalize.evaluate import edge_reliability, evaluate, if_calibrated, iou_reliability
 from amodalize.infer.convert import ConvertOptions
 from amodalize.infer.hosts import convert_dataset
 from tests.conftest import regions

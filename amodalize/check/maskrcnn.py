@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from amodalize.amodal_ap import coco_ap, score
+from amodalize.check.amodal_ap import coco_ap, score
 from amodalize.data.formats import read_dataset
 from amodalize.data.images import check_images, read_rgb, write_image_atomic
 from amodalize.data.masks import decode_crop, rle_area, rle_bbox

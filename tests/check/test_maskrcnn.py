@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from amodalize.amodal_ap import coco_ap, matched_detections, occluded_ids, score
-from amodalize.data.formats import read_dataset
-from amodalize.data.masks import Crop, encode_crop, rle_area, rle_bbox
-from amodalize.data.records import Dataset, ImageRecord, Instance
-from amodalize.data.synth import SynthOptions, make_dataset
-from amodalize.maskrcnn import (
+from amodalize.check.amodal_ap import coco_ap, matched_detections, occluded_ids, score
+from amodalize.check.maskrcnn import (
     MaskRCNNConfig,
     bar_chart,
     evaluate_run,
@@ -22,6 +18,10 @@ from amodalize.maskrcnn import (
     summarize_seeds,
     train,
 )
+from amodalize.data.formats import read_dataset
+from amodalize.data.masks import Crop, encode_crop, rle_area, rle_bbox
+from amodalize.data.records import Dataset, ImageRecord, Instance
+from amodalize.data.synth import SynthOptions, make_dataset
 from tests.conftest import invoke
 
 # learned_floor 0: a few steps cannot learn to detect (test_a_start_that_cannot_learn_is_refused checks the floor)
@@ -136,7 +136,7 @@ def test_occluded_objects_are_scored_against_the_detection_matched_to_them_whate
 
 def test_masks_on_the_ground_truth_boxes_cover_every_object(tmp_path, scenes):
     train(MaskRCNNConfig(iters=2, **TINY), scenes / "train" / "gt.json", scenes / "train" / "images", tmp_path / "r")
-    from amodalize.maskrcnn import load_run
+    from amodalize.check.maskrcnn import load_run
 
     model, labels = load_run(tmp_path / "r")
     gt = read_dataset(scenes / "test" / "gt.json")
