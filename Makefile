@@ -1,11 +1,11 @@
-# make install | test | demo | demo-scene | demo-maskrcnn[-real] | model | gpu-check | lint | bench  — see README.md
+# make install | test | test-fast | demo | demo-scene | demo-maskrcnn[-real] | model | gpu-check | lint | bench  — see README.md
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := demo
 
-.PHONY: install test demo demo-scene demo-maskrcnn demo-maskrcnn-real model gpu-check lint bench clean
+.PHONY: install test test-fast demo demo-scene demo-maskrcnn demo-maskrcnn-real model gpu-check lint bench clean
 
 # torch/torchvision are pinned here (they come from local disk on the project's machines);
 # pyproject keeps open ranges so users elsewhere bring their own builds.
@@ -38,6 +38,11 @@ install: $(STAMP) $(INTEROP)/.installed
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The edit loop: every test but those marked slow (training loops, torchrun, Mask R-CNN, the
+# install, the scripts, the annotation tools' readers); `make test` runs them all.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # synth -> train (cpu-small, ~8 min on 2 cores) -> convert (own model, shipped model, Convex^R) -> evaluate
 # -> pictures. No thresholds are passed: convert takes them from the checkpoint's calibration.

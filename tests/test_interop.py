@@ -13,6 +13,8 @@ import pytest
 from amodalize.export import labelstudio
 from tests.conftest import invoke
 
+pytestmark = pytest.mark.slow  # runs the annotation tools' own readers (and trains Ultralytics)
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = Path(os.environ.get("AMODALIZE_INTEROP_PYTHON") or ROOT / ".venv-interop" / "bin" / "python")
 

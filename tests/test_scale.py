@@ -61,6 +61,7 @@ def test_interrupted_conversion_resumes(tmp_path, data):
     assert body(out) == body(full) and not parts_dir(out).exists()
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_merge(tmp_path, data):
     modal, ckpt = data
     invoke(["convert", modal, tmp_path / "one.json", "--checkpoint", ckpt])

@@ -13,6 +13,8 @@ from amodalize.data.formats import read_dataset
 from amodalize.data.synth import SynthOptions, make_dataset
 from tests.cocoa_like import write_cocoa_like
 
+pytestmark = pytest.mark.slow  # the scripts train and convert end to end
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 

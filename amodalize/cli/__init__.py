@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from amodalize.cli.convert import convert, merge
 from amodalize.cli.evaluate import evaluate, report, visualize
-from amodalize.cli.export import export
+from amodalize.cli.export import export, import_
 from amodalize.cli.maskrcnn import maskrcnn
 from amodalize.cli.options import console
 from amodalize.cli.scene import deocclude, recompose
@@ -49,7 +49,20 @@ def cli() -> None:
     """
 
 
-for command in (convert, merge, evaluate, visualize, report, export, synth, train, deocclude, recompose, maskrcnn):
+for command in (
+    convert,
+    merge,
+    evaluate,
+    visualize,
+    report,
+    export,
+    import_,
+    synth,
+    train,
+    deocclude,
+    recompose,
+    maskrcnn,
+):
     cli.add_command(command)
 
 

@@ -10,8 +10,9 @@ from amodalize.data.formats.common import load_json, require
 from amodalize.data.masks import rle_to_polygons, to_rle
 from amodalize.errors import FormatError, InputError
 
-# Label Studio's local files, served from a subfolder of its document root.
-LOCAL_FILES = "/data/local-files/?d="
+# Label Studio's local files: LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT/images, a subfolder (Label
+# Studio serves no storage at the document root itself), holds the images by file_name.
+LOCAL_FILES = "/data/local-files/?d=images/"
 
 
 @dataclass(frozen=True)
@@ -43,24 +44,32 @@ class ExportObject:
 
 @dataclass
 class ExportImage:
-    """One image of a converted file: its COCO image entry, objects and order edges."""
+    """One image of a converted file: its COCO image entry, objects and order edges, and every
+    annotation of it as the file holds it (crowd regions and box-only ones too)."""
 
     image: dict
     objects: list[ExportObject]
     edges: list[dict]
+    annotations: list[dict] = field(default_factory=list)
 
 
 def read_converted(path: Path) -> tuple[list[ExportImage], list[dict]]:
     """The images (with their non-crowd objects and edges) and categories of a ``convert`` output;
     InputError where the file is not one."""
-    doc = load_json(path)
+    return converted_images(load_json(path), path)
+
+
+def converted_images(doc: dict, path: Path) -> tuple[list[ExportImage], list[dict]]:
+    """``read_converted`` of a document already read from ``path``."""
     images = require(doc, "images", list, path, "the top level")
     annotations = require(doc, "annotations", list, path, "the top level")
     if not any("visible_mask" in a for a in annotations if isinstance(a, dict)):
         raise InputError(path, "holds no converted annotation (no visible_mask): run `amodalize convert` on it first")
     sizes = {im["id"]: (im["height"], im["width"]) for im in images}
     objects: dict[int, list[ExportObject]] = defaultdict(list)
+    held: dict[int, list[dict]] = defaultdict(list)
     for ann in annotations:
+        held[ann["image_id"]].append(ann)
         if ann.get("iscrowd") or "visible_mask" not in ann:
             continue  # crowd regions and box-only annotations have nothing to outline
         h, w = sizes[ann["image_id"]]
@@ -74,7 +83,7 @@ def read_converted(path: Path) -> tuple[list[ExportImage], list[dict]]:
     edges: dict[int, list[dict]] = defaultdict(list)
     for pair in doc.get("occlusion_pairs", []):
         edges[pair["image_id"]].append(pair)
-    out = [ExportImage(im, objects[im["id"]], edges[im["id"]]) for im in images]
+    out = [ExportImage(im, objects[im["id"]], edges[im["id"]], held[im["id"]]) for im in images]
     return out, doc.get("categories") or []
 
 

@@ -24,6 +24,8 @@ from amodalize.data.records import Dataset, ImageRecord, Instance
 from amodalize.data.synth import SynthOptions, make_dataset
 from tests.conftest import invoke
 
+pytestmark = pytest.mark.slow  # trains Mask R-CNN
+
 # learned_floor 0: a few steps cannot learn to detect (test_a_start_that_cannot_learn_is_refused checks the floor)
 TINY = dict(arch="mnv3-fpn", batch_size=2, lr=0.01, warmup=3, threads=1, checkpoint_every=2, learned_floor=0.0)
 

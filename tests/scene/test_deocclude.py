@@ -189,6 +189,7 @@ def test_deocclude_errors_are_one_line(tmp_path, cocoa_files, models):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_shards_and_torchrun_write_what_one_run_writes(tmp_path, models):
     _, ckpt_c = models
     gt = make_dataset(tmp_path / "synth", 4, 3, SynthOptions(width=96, height=96, render=True))[1]

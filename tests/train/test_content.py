@@ -127,6 +127,7 @@ def test_interrupt_then_resume_is_bit_for_bit(tmp_path, rendered):
         train_content(tiny(8, "model.base=16"), [modal], images_dir, tmp_path / "b", device="cpu", resume=True)
 
 
+@pytest.mark.slow
 def test_cli_trains_pcnet_c_with_perceptual_weights(tmp_path, rendered):
     modal, images_dir = rendered
     torch.save(VGG16Features().state_dict(), tmp_path / "vgg16.pth")
@@ -150,6 +151,7 @@ def test_cli_trains_pcnet_c_with_perceptual_weights(tmp_path, rendered):
     assert "PCNet-C checkpoint" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(tmp_path, rendered):
     modal, images_dir = rendered
     run = tmp_path / "ddp"

@@ -54,6 +54,7 @@ def test_schedules():
     assert lr_factor(cos, 0) == 1 and lr_factor(cos, 4) == pytest.approx(0) and lr_factor(cos, 2) == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_files_are_written(tmp_path, synth_data):
     run = tmp_path / "run"
     metrics = train(tiny(40), [synth_data], run, device="cpu")
@@ -65,6 +66,7 @@ def test_loss_decreases_and_files_are_written(tmp_path, synth_data):
     assert load_config(run / "config.yaml").optim.iters == 40
 
 
+@pytest.mark.slow
 def test_checkpoint_records_how_it_takes_categories_and_which_it_saw(tmp_path):
     """New runs ignore category ids; a run told to multiply by them (the reference's way) records
     the ids it saw, and convert names those of an input it never saw."""
@@ -85,6 +87,7 @@ def test_checkpoint_records_how_it_takes_categories_and_which_it_saw(tmp_path):
         tiny(1, "model.categories=embed")
 
 
+@pytest.mark.slow
 def test_interrupt_then_resume_is_bit_for_bit(tmp_path, synth_data):
     train(tiny(6), [synth_data], tmp_path / "a", device="cpu")
 
@@ -107,6 +110,7 @@ def test_interrupt_then_resume_is_bit_for_bit(tmp_path, synth_data):
     assert [r["step"] for r in records if "env" in r] == [0, 4]  # where each part of the run executed
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_data_or_shape(tmp_path, synth_data):
     run = tmp_path / "run"
     train(tiny(3), [synth_data], run, device="cpu")
@@ -119,6 +123,7 @@ def test_resume_refuses_other_data_or_shape(tmp_path, synth_data):
         train(tiny(6), [other], run, device="cpu", resume=True)
 
 
+@pytest.mark.slow
 def test_cli_trains_on_cocoa_demo(tmp_path, cocoa_files):
     files = [cocoa_files / f"{k}.json" for k in range(1, 6)]
     args = ["train", *files, "--out", tmp_path / "run", "--iters", "4", "--device", "cpu"]
@@ -131,6 +136,7 @@ def test_cli_trains_on_cocoa_demo(tmp_path, cocoa_files):
     assert "optim.lr must be float" in bad.stderr
 
 
+@pytest.mark.slow
 def test_without_config_a_cpu_run_fine_tunes_the_shipped_model_unless_told_not_to(tmp_path, synth_data):
     quick = ["--device", "cpu", "--set", "run.val_samples=8", "--set", "run.calibration_samples=8"]
     for item in ("run.workers=0", "run.threads=1", "optim.batch_size=8"):
@@ -146,6 +152,7 @@ def test_without_config_a_cpu_run_fine_tunes_the_shipped_model_unless_told_not_t
     assert default_steps == 2  # --iters wins over the fine-tuning length
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_then_resume_in_one(tmp_path, synth_data):
     run = tmp_path / "ddp"
     args = ["train", synth_data, "--out", run, "--iters", "3", "--device", "cpu"]
@@ -175,6 +182,7 @@ def test_an_input_error_in_a_worker_comes_back_as_one_line():
     assert [b.tolist() for b in batches(plain)] == [[0, 1], [2]]
 
 
+@pytest.mark.slow
 def test_init_starts_from_given_weights_and_refuses_other_shapes(tmp_path, synth_data):
     train(tiny(3), [synth_data], tmp_path / "a", device="cpu")
     first = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)

@@ -26,6 +26,7 @@ def weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_a_run_that_makes_the_model_worse_keeps_the_one_it_started_from(data, tmp_path):
     run = tmp_path / "run"
     args = ["train", data, "--out", run, "--iters", "6", *QUICK, "--set", "optim.lr=0.5"]  # a ruinous rate
@@ -48,6 +49,7 @@ def test_a_run_that_makes_the_model_worse_keeps_the_one_it_started_from(data, tm
     invoke(["convert", data, tmp_path / "out.json", "--checkpoint", run])  # the run folder is a checkpoint
 
 
+@pytest.mark.slow
 def test_a_run_that_improves_the_model_keeps_it(data, tmp_path):
     invoke(
         ["train", data, "--out", tmp_path / "random", "--init", "none", "--iters", "1", *QUICK, "--set", "optim.lr=0.0"]
