@@ -3,8 +3,12 @@ on files the tests make and edit as a person would."""
 
 import copy
 import json
+import os
 import shutil
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -276,3 +280,38 @@ def test_cocoa_demo_round_trip(name, cocoa_files, tmp_path):
     doc = json.loads((tmp_path / "c.json").read_text())
     for out in ("ls", "cvat"):
         assert _without_import_record(json.loads((tmp_path / f"{out}.json").read_text())) == doc
+
+
+def test_tasks_left_out_of_the_export_are_named_or_kept_with_like(converted, tmp_path):
+    """Label Studio exports only the annotated tasks unless asked for all: those missing are said,
+    and --like keeps their images as converted."""
+    exported = _ls_export(tmp_path / "ls", converted)
+    tasks = json.loads(exported.read_text())
+    exported.write_text(json.dumps(tasks[:1]))
+    result = invoke(["import", exported, tmp_path / "alone.json"])
+    assert f"{len(tasks) - 1} images whose task is not in the export, left out" in result.stderr
+    assert len(json.loads((tmp_path / "alone.json").read_text())["images"]) == 1
+    result = invoke(["import", exported, tmp_path / "like.json", "--like", converted / "c.json"])
+    assert f"{len(tasks) - 1} kept as converted" in result.stderr and "left out" not in result.stderr
+    like = json.loads((tmp_path / "like.json").read_text())
+    assert _without_import_record(like) == json.loads((converted / "c.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_running_label_studio_round_trip(tmp_path):
+    """scripts/check_labelstudio.py against pip's label-studio (AMODALIZE_LABEL_STUDIO names it)."""
+    executable = os.environ.get("AMODALIZE_LABEL_STUDIO")
+    if not executable:
+        pytest.skip("set AMODALIZE_LABEL_STUDIO to a label-studio executable to run the round trip through it")
+    invoke(["synth", tmp_path, "--images", "3", "--size", "96", "--seed", "5", "--render"])
+    invoke(["convert", tmp_path / "modal.json", tmp_path / "c.json"])
+    script = Path(__file__).resolve().parents[1] / "scripts" / "check_labelstudio.py"
+    args = [tmp_path / "c.json", tmp_path / "images", "--label-studio", executable, "--work", tmp_path / "ls"]
+    done = subprocess.run([sys.executable, script, *map(str, args), "--edit", "1"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout)
+    assert figures["images_shown"] == figures["tasks_stored"] == 3
+    for name in ("all-tasks", "annotated-tasks"):
+        row = figures[name]
+        assert row["exit"] == 0 and row["images"] == 3 and row["untouched_images_identical"]
+        assert row["changes"]["edges"]["reversed"] == 1

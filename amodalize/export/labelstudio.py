@@ -76,12 +76,14 @@ def _regions(obj: ExportObject, layer: str, name: str, width: int, height: int) 
 
 def percent(polygon: list[float], width: int, height: int) -> list[list[float]]:
     """A COCO polygon (pixels) as Label Studio's points: [x, y] in percent of the image size."""
-    return [[round(100 * x / width, 4), round(100 * y / height, 4)] for x, y in zip(polygon[::2], polygon[1::2])]
+    # 6 decimals: within 1e-5 px on images up to 10,000 px, so that the outline rasterises as it was
+    return [[round(100 * x / width, 6), round(100 * y / height, 6)] for x, y in zip(polygon[::2], polygon[1::2])]
 
 
 def pixels(points: list[list[float]], width: int, height: int) -> list[float]:
-    """Label Studio's points (percent of the image size) as a COCO polygon in pixels."""
-    return [v for x, y in points for v in (x * width / 100, y * height / 100)]
+    """Label Studio's points (percent of the image size) as a COCO polygon in pixels (to 1e-4 px,
+    which gives back the pixels of a polygon ``percent`` wrote without float noise)."""
+    return [round(v, 4) for x, y in points for v in (x * width / 100, y * height / 100)]
 
 
 def region_id(annotation_id: int, layer: str, part: int = 0) -> str:
@@ -93,11 +95,16 @@ REGION_ID = re.compile(r"([av])(\d+)(?:-(\d+))?")
 
 
 def task(
-    image: ExportImage, names: dict[int, str], image_root: str, categories: list[dict], positions: dict[int, int]
+    image: ExportImage,
+    names: dict[int, str],
+    image_root: str,
+    categories: list[dict],
+    positions: dict[int, int],
+    images_total: int,
 ) -> dict:
     """One Label Studio task: the image, one prediction holding its regions and relations, and the
     image's entry, annotations, edges and ``categories`` as the converted file holds them, with
-    their ``positions`` in the file (by ``id()``)."""
+    their ``positions`` in the file (by ``id()``) and the file's number of images."""
     width, height = image.image["width"], image.image["height"]
     result = []
     for obj in image.objects:
@@ -127,6 +134,7 @@ def task(
         "occlusion_pairs": image.edges,
         "categories": [c for c in categories if c.get("id") in used],
         "positions": [positions[id(item)] for item in image.annotations + image.edges],
+        "images_total": images_total,
     }
     data = {"image": image_root + file_name, "coco_image_id": image.image["id"], "amodalize": carried}
     return {"data": data, "predictions": [prediction]}
@@ -140,7 +148,7 @@ def export(converted: Path, out_dir: Path, options: ExportOptions = DEFAULTS) ->
     images, categories = converted_images(doc, converted)
     names = category_names(categories, images)
     positions = {id(item): k for k, item in enumerate(doc["annotations"] + doc.get("occlusion_pairs", []))}
-    tasks = [task(image, names, options.image_root, categories, positions) for image in images]
+    tasks = [task(image, names, options.image_root, categories, positions, len(images)) for image in images]
     if tasks:  # the file's other top-level fields travel once
         tasks[0]["data"]["amodalize"]["file"] = {k: v for k, v in doc.items() if k not in PER_IMAGE}
     write_text_atomic(out_dir / CONFIG, labeling_config(sorted(set(names.values()))))
@@ -177,10 +185,14 @@ def read_back(path: Path, like: dict | None = None) -> Returned:
         if image is None:
             raise InputError(path, f"task {n + 1} names image {item['data'].get('coco_image_id')!r}, not in the file")
         result, by_person = _chosen_result(item)
-        if result is None:
-            problems["tasks with neither an annotation nor a prediction (kept as converted)"] += 1
-            continue
-        returned.append(_image_back(image, result, by_person, ids, problems))
+        if result is not None:  # else nobody annotated it and the export holds no prediction: as converted
+            returned.append(_image_back(image, result, by_person, ids, problems))
+    total = max((item["data"].get("amodalize", {}).get("images_total", 0) for item in tasks), default=0)
+    if like is None and total > len(tasks):
+        # Label Studio exports the annotated tasks only, unless asked for all of them
+        problems["images whose task is not in the export, left out (--like CONVERTED keeps them as converted)"] = (
+            total - len(tasks)
+        )
     return Returned(base, returned, _as_written, problems)
 
 
@@ -211,7 +223,8 @@ def _carried_file(tasks: list[dict], path: Path) -> dict:
 
 
 def _chosen_result(item: dict) -> tuple[list | None, bool]:
-    """A task's latest annotation nobody cancelled (a person's), else its latest prediction."""
+    """A task's latest annotation nobody cancelled (a person's), else its latest prediction (an
+    export of Label Studio's own lists predictions by id only: then None)."""
     annotations = [a for a in item.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
     if annotations:
         latest = max(annotations, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id", 0)))

@@ -58,9 +58,10 @@ class Returned:
 
 
 def same_outline(a: Polygons | None, b: Polygons, height: int, width: int) -> bool:
-    """True when outlines ``a`` and ``b`` cover the same pixels (None is a deleted outline)."""
+    """True when outlines ``a`` and ``b`` cover the same pixels (None: no region came back, the same
+    only where none was written: a fully hidden object has no visible outline)."""
     if a is None:
-        return False
+        return not b
     return _rle(a, height, width)["counts"] == _rle(b, height, width)["counts"]
 
 
