@@ -20,7 +20,8 @@ from amodalize.data.bank import build_bank
 from amodalize.data.formats import read_dataset
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.models.pcnet_m import pack_input
-from amodalize.train.loop import RankBatches, build_model, build_optimizer, weighted_cross_entropy
+from amodalize.train.engine import RankBatches
+from amodalize.train.loop import build_model, build_optimizer, weighted_cross_entropy
 from amodalize.train.partial import PartialCompletionSet, split_instances
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -25,10 +24,19 @@ from amodalize.data.masks import decode_crop, rle_area, rle_bbox
 from amodalize.data.records import Dataset
 from amodalize.data.writer import write_json_atomic
 from amodalize.errors import AmodalizeError, InputError, TrainingError
-from amodalize.train.loop import atomic_save, optimise, truncate_log
+from amodalize.train.engine import (
+    CHECKPOINT,
+    Schedule,
+    check_run_dir,
+    optimise,
+    read_checkpoint,
+    restore_checkpoint,
+    run_steps,
+    save_checkpoint,
+    truncate_log,
+)
 
 ARCHS = ("mnv3-fpn", "r50-fpn")
-CHECKPOINT = "checkpoint.pt"
 
 
 def require_torchvision() -> object:
@@ -224,8 +232,7 @@ def train(
     size = cfg.image_size or max(max(im.width, im.height) for im in dataset.images)
     data = DetectionSet(dataset, images_dir, labels)
     ckpt_path = run_dir / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise InputError(run_dir, "already holds a checkpoint; pass --resume to continue it or choose another --out")
+    check_run_dir(run_dir, resume)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, len(labels) + 1, size, backbone_weights).to(device)
     if init is not None and not resume:
@@ -241,15 +248,13 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(cfg, s))
+    parts = {"model": model, "optimizer": optimizer, "lr_scheduler": scheduler}
     step = 0
     if resume:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = read_checkpoint(ckpt_path, "maskrcnn")
         if ckpt["config"]["arch"] != cfg.arch or ckpt["labels"] != {str(k): v for k, v in labels.items()}:
             raise InputError(ckpt_path, "was trained with another architecture or other categories")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["lr_scheduler"])
-        step = ckpt["step"]
+        step = restore_checkpoint(ckpt, parts)
         truncate_log(run_dir / "log.jsonl", step)
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -261,49 +266,37 @@ def train(
     }
     (run_dir / "config.json").write_text(json.dumps(meta, indent=1))
 
-    def save() -> None:
-        atomic_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "lr_scheduler": scheduler.state_dict(),
-                "step": step,
-                **meta,
-            },
-            ckpt_path,
-        )
+    def step_fn(batch: list, step: int) -> dict:
+        images = [b[0].to(device) for b in batch]
+        targets = [{key: v.to(device) for key, v in b[1].items()} for b in batch]
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        optimise(loss, optimizer, scheduler, step, "lower --lr", clip_norm=cfg.clip_norm)
+        return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}}
 
     model.train()
-    last: dict = {}
-    try:
-        while step < cfg.iters:
-            order = np.random.default_rng([cfg.seed, step // len(data)]).permutation(len(data))
-            k = step % len(data)
-            batch = [data[int(order[(k + j) % len(data)])] for j in range(cfg.batch_size)]
-            images = [b[0].to(device) for b in batch]
-            targets = [{key: v.to(device) for key, v in b[1].items()} for b in batch]
-            t0 = time.perf_counter()
-            losses = model(images, targets)
-            loss = sum(losses.values())
-            optimise(loss, optimizer, scheduler, step, "lower --lr", clip_norm=cfg.clip_norm)
-            step += 1
-            last = {
-                "step": step,
-                "loss": loss.item(),
-                **{k: v.item() for k, v in losses.items()},
-                "seconds": time.perf_counter() - t0,
-            }
-            with open(run_dir / "log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(last) + "\n")
-            if step % cfg.checkpoint_every == 0:
-                save()
-            if on_step:
-                on_step(last)
-    except KeyboardInterrupt:
-        save()
-        raise
-    save()
+    schedule = Schedule(cfg.iters, cfg.batch_size, checkpoint_every=cfg.checkpoint_every)
+    _, last = run_steps(
+        detection_batches(data, step, cfg),
+        step,
+        step_fn,
+        schedule,
+        run_dir,
+        True,
+        None,
+        lambda at: save_checkpoint(ckpt_path, "maskrcnn", at, parts, **meta),
+        on_step,
+    )
     return last
+
+
+def detection_batches(data: DetectionSet, start: int, cfg: MaskRCNNConfig) -> Iterator[list]:
+    """The samples of steps ``start .. cfg.iters``: ``cfg.batch_size`` a step, taken in a seeded
+    order that changes every len(data) steps (the same batches whether or not a run was resumed)."""
+    for step in range(start, cfg.iters):
+        order = np.random.default_rng([cfg.seed, step // len(data)]).permutation(len(data))
+        k = step % len(data)
+        yield [data[int(order[(k + j) % len(data)])] for j in range(cfg.batch_size)]
 
 
 def check_learned(run_dir: Path, check: Path, images_dir: Path, floor: float, what: str, device: str = "cpu") -> float:

@@ -20,7 +20,6 @@ from amodalize.config import ContentConfig, LossConfig, to_dict
 from amodalize.data.bank import build_bank
 from amodalize.data.formats import read_dataset
 from amodalize.data.images import ImageCache, check_images
-from amodalize.errors import InputError
 from amodalize.infer.batcher import Painter
 from amodalize.models.pcnet_c import (
     PatchDiscriminator,
@@ -30,15 +29,18 @@ from amodalize.models.pcnet_c import (
     pack_content_input,
 )
 from amodalize.models.pcnet_m import category_factor
-from amodalize.train.loop import (
+from amodalize.train.engine import (
     CHECKPOINT,
-    atomic_save,
+    Schedule,
     begin_log,
     check_resumable,
     lr_factor,
     optimise,
     rank_loader,
+    read_checkpoint,
+    restore_checkpoint,
     run_steps,
+    save_checkpoint,
     start_run,
 )
 from amodalize.train.partial import PartialCompletionSet, split_instances, validation_samples
@@ -203,18 +205,19 @@ def train_content(
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.d_lr, betas=betas)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda s: lr_factor(cfg, s))
     sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lambda s: lr_factor(cfg, s))
+    parts = {
+        "generator": generator,
+        "discriminator": discriminator,
+        "opt_g": opt_g,
+        "opt_d": opt_d,
+        "sched_g": sched_g,
+        "sched_d": sched_d,
+    }
     start = 0
     if resume:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ckpt.get("kind") != "pcnet-c":
-            raise InputError(ckpt_path, "is not a PCNet-C checkpoint; resume it without --model pcnet-c")
+        ckpt = read_checkpoint(ckpt_path, "pcnet-c")
         check_resumable(ckpt, cfg, bank.fingerprint, ckpt_path)
-        generator.load_state_dict(ckpt["generator"])
-        discriminator.load_state_dict(ckpt["discriminator"])
-        for obj, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g"), (sched_d, "sched_d")):
-            obj.load_state_dict(ckpt[key])
-        start = ckpt["step"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        start = restore_checkpoint(ckpt, parts)
     cuda = dev.type == "cuda"
     if torch.distributed.is_initialized():
         ids = [dev.index] if cuda else None
@@ -229,22 +232,14 @@ def train_content(
 
     def checkpoint(step: int) -> None:
         if writer:
-            atomic_save(
-                {
-                    "kind": "pcnet-c",
-                    "generator": generator.state_dict(),
-                    "discriminator": discriminator.state_dict(),
-                    "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(),
-                    "sched_g": sched_g.state_dict(),
-                    "sched_d": sched_d.state_dict(),
-                    "step": step,
-                    "config": to_dict(cfg),
-                    "data_fingerprint": bank.fingerprint,
-                    "perceptual": vgg is not None,
-                    "rng": {"torch": torch.get_rng_state()},
-                },
+            save_checkpoint(
                 ckpt_path,
+                "pcnet-c",
+                step,
+                parts,
+                config=to_dict(cfg),
+                data_fingerprint=bank.fingerprint,
+                perceptual=vgg is not None,
             )
 
     images = ImageCache(images_dir)
@@ -289,7 +284,8 @@ def train_content(
 
     net_g.train()
     net_d.train()
-    _, metrics = run_steps(loader, start, step_fn, cfg, run_dir, writer, validate_now, checkpoint, on_step)
+    schedule = Schedule.of(cfg)
+    _, metrics = run_steps(loader, start, step_fn, schedule, run_dir, writer, validate_now, checkpoint, on_step)
     if writer:
         save_content_grid(run_dir / "val_grid.png", val_batch, paint(generator, val_batch, dev, cfg.model.categories))
     if torch.distributed.is_initialized():

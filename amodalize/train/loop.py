@@ -1,4 +1,5 @@
-"""PCNet-M training: optimisation, validation, checkpoints, resume and DistributedDataParallel.
+"""PCNet-M training: the model, its loss, validation and calibration, on the shared engine
+(``train.engine``: steps, checkpoints, resume, log, DistributedDataParallel).
 
 Run it directly (``train(cfg, paths, run_dir)``) or through ``amodalize train``; under
 ``torchrun`` every process takes an equal slice of each global batch and only rank 0 writes.
@@ -7,11 +8,8 @@ Run it directly (``train(cfg, paths, run_dir)``) or through ``amodalize train``;
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -19,22 +17,35 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 
-from amodalize.config import AUTO, AnyConfig, DataConfig, TrainConfig, from_dict, to_dict
+from amodalize.config import AUTO, DataConfig, TrainConfig, to_dict
 from amodalize.data.bank import build_bank
 from amodalize.data.formats import read_dataset
 from amodalize.data.gaps import estimate_gap, modal_groups
 from amodalize.data.records import Dataset
-from amodalize.errors import InputError, TrainingError
-from amodalize.infer.batcher import Completer, default_batch_size, resolve_device
+from amodalize.errors import InputError
+from amodalize.infer.batcher import Completer, default_batch_size
 from amodalize.infer.calibrate import calibrate
 from amodalize.models.pcnet_m import category_factor, foreground_probability, load_pcnet_m, pack_input
-from amodalize.models.registry import RUN_CHECKPOINT, file_sha256, resolve_checkpoint
+from amodalize.models.registry import file_sha256, resolve_checkpoint
 from amodalize.models.unet import UNet, init_weights
+from amodalize.train.engine import (
+    CHECKPOINT,
+    Schedule,
+    begin_log,
+    check_resumable,
+    log_record,
+    lr_factor,
+    optimise,
+    rank_loader,
+    read_checkpoint,
+    restore_checkpoint,
+    run_steps,
+    save_checkpoint,
+    start_run,
+)
 from amodalize.train.partial import PartialCompletionSet, split_instances, validation_samples
 
-CHECKPOINT = RUN_CHECKPOINT
 # Where a fine-tuning run keeps its fine-tuned model when the model it started from scored better
 # (checkpoint.pt then holds the starting weights, calibrated on the run's data).
 TRAINED_CHECKPOINT = "checkpoint-trained.pt"
@@ -48,36 +59,6 @@ def weighted_cross_entropy(
     """2-class CE averaged over all pixels, pixels inside the eraser weighted ``weight`` (§2.6)."""
     ce = F.cross_entropy(logits.float(), target.long(), reduction="none")
     return (ce * (1 + (weight - 1) * eraser.float())).mean()
-
-
-def optimise(
-    loss: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    scheduler: object,
-    step: int,
-    hint: str,
-    clip_norm: float | None = None,
-) -> None:
-    """One optimiser and scheduler step on ``loss`` (gradients clipped to ``clip_norm`` when given);
-    a non-finite loss stops training with ``hint``."""
-    if not torch.isfinite(loss):
-        raise TrainingError(f"loss became {loss.item()} at step {step}; {hint}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip_norm is not None:
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_norm)
-    optimizer.step()
-    scheduler.step()
-
-
-def lr_factor(cfg: AnyConfig, step: int) -> float:
-    """Learning-rate multiplier at 0-based ``step``."""
-    o = cfg.optim
-    if o.schedule == "step":
-        return o.gamma ** sum(step >= m for m in o.milestones)
-    if o.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(step, o.iters) / o.iters))
-    return 1.0
 
 
 def build_model(cfg: TrainConfig) -> UNet:
@@ -94,21 +75,6 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
     if o.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-
-
-class RankBatches:
-    """Batches of global sample indices for one rank: step s takes ``[s*B + r*b, s*B + (r+1)*b)``."""
-
-    def __init__(self, start: int, iters: int, batch: int, rank: int, world: int) -> None:
-        self.start, self.iters, self.per_rank, self.batch, self.rank = start, iters, batch // world, batch, rank
-
-    def __len__(self) -> int:
-        return self.iters - self.start
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for s in range(self.start, self.iters):
-            first = s * self.batch + self.rank * self.per_rank
-            yield list(range(first, first + self.per_rank))
 
 
 def validate(
@@ -166,147 +132,6 @@ def save_grid(path: Path, batch: dict, prob: torch.Tensor, n: int = 8) -> None:
     cv2.imwrite(str(path), np.concatenate(rows, axis=0))
 
 
-def atomic_save(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a checkpoint is never half written."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def check_resumable(ckpt: dict, cfg: AnyConfig, fingerprint: str, path: Path) -> None:
-    """Fail unless checkpoint ``ckpt`` was trained on the same data with the same network and input size."""
-    if ckpt.get("data_fingerprint") != fingerprint:
-        raise InputError(path, "was trained on different data; resume with the same annotation files")
-    old = from_dict(ckpt["config"], str(path), type(cfg))
-    for key, value in to_dict(old)["model"].items():
-        if getattr(cfg.model, key) != value:
-            raise InputError(path, f"was trained with model.{key}={value}, the config says {getattr(cfg.model, key)}")
-    if old.data.input_size != cfg.data.input_size:
-        raise InputError(
-            path, f"was trained at input size {old.data.input_size}, the config says {cfg.data.input_size}"
-        )
-
-
-def start_run(run_dir: Path, resume: bool, device: str, batch_size: int, threads: int) -> tuple[torch.device, int, int]:
-    """Join torchrun's process group if there is one and check the run directory; returns
-    (device, rank, world size)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if batch_size % world:
-        raise TrainingError(f"optim.batch_size {batch_size} does not split evenly over {world} processes")
-    dev = resolve_device(device, local_rank)
-    if "LOCAL_RANK" in os.environ and not dist.is_initialized():  # under torchrun, even with one process
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    if threads:
-        torch.set_num_threads(threads)
-    ckpt_path = run_dir / CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise InputError(run_dir, "already holds a checkpoint; pass --resume to continue it or choose another --out")
-    if resume and not ckpt_path.exists():
-        raise InputError(run_dir, "has no checkpoint to resume")
-    return dev, rank, world
-
-
-def rank_loader(
-    data: torch.utils.data.Dataset, cfg: AnyConfig, start: int, rank: int, world: int, pin: bool
-) -> torch.utils.data.DataLoader:
-    """This rank's slice of global batches ``start .. cfg.optim.iters`` of ``data``."""
-    return torch.utils.data.DataLoader(
-        data,
-        batch_sampler=RankBatches(start, cfg.optim.iters, cfg.optim.batch_size, rank, world),
-        num_workers=cfg.run.workers,
-        pin_memory=pin,
-        persistent_workers=False,
-    )
-
-
-_WORKER_INPUT_ERROR = "amodalize.errors.InputError: "
-
-
-def batches(loader: torch.utils.data.DataLoader) -> Iterator:
-    """The loader's batches; an InputError raised in a worker process (which the DataLoader
-    re-raises as a RuntimeError carrying the worker's traceback) comes back as itself, one line."""
-    iterator = iter(loader)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except RuntimeError as e:
-            if _WORKER_INPUT_ERROR not in str(e):
-                raise
-            path, _, problem = str(e).rstrip().rsplit(_WORKER_INPUT_ERROR, 1)[1].partition(": ")
-            raise InputError(path, problem) from None
-        yield batch
-
-
-def run_steps(
-    loader: torch.utils.data.DataLoader,
-    start: int,
-    step_fn: Callable[[dict, int], dict],
-    cfg: AnyConfig,
-    run_dir: Path,
-    writer: bool,
-    validate_now: Callable[[], dict],
-    checkpoint: Callable[[int], None],
-    on_step: Callable[[dict], None] | None = None,
-) -> tuple[int, dict]:
-    """Drive a training run from step ``start``: ``step_fn(batch, step)`` optimises one batch and
-    returns its log fields; after each step the record is logged, validation and checkpoints run as
-    ``cfg.run`` asks (only ``writer`` writes files) and ``on_step(record)`` is called. Ctrl-C saves a
-    checkpoint first. Ends with a checkpoint and a logged validation; returns (last step, metrics)."""
-    step = start
-    tick = time.perf_counter()
-    try:
-        for batch in batches(loader):
-            data_s = time.perf_counter() - tick  # waiting for the loader: the data pipeline is too slow
-            fields = step_fn(batch, step)
-            step += 1
-            now = time.perf_counter()
-            record = {
-                "step": step,
-                **fields,
-                "samples_per_s": cfg.optim.batch_size / max(now - tick, 1e-9),
-                "data_s": data_s,
-                "step_s": now - tick,
-            }
-            tick = now
-            if writer and (step % cfg.run.log_every == 0 or step == cfg.optim.iters):
-                log_record(run_dir, record)
-            if cfg.run.val_every and step % cfg.run.val_every == 0 and step < cfg.optim.iters:
-                metrics = validate_now()
-                if writer:
-                    log_record(run_dir, {"step": step, "val": metrics})
-            if step % cfg.run.checkpoint_every == 0:
-                checkpoint(step)
-            if on_step:
-                on_step(record)
-    except KeyboardInterrupt:
-        checkpoint(step)
-        raise
-    checkpoint(step)
-    metrics = validate_now()
-    if writer:
-        log_record(run_dir, {"step": step, "val": metrics})
-    return step, metrics
-
-
-def begin_log(run_dir: Path, cfg: AnyConfig, start: int, device: torch.device) -> None:
-    """Create the run directory, record the config beside the results, drop log lines past ``start``
-    and log where this (part of the) run executes."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    truncate_log(run_dir / "log.jsonl", start)
-    env = {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "processes": dist.get_world_size() if dist.is_initialized() else 1,
-        "backend": dist.get_backend() if dist.is_initialized() else None,
-        "torch": torch.__version__,
-    }
-    log_record(run_dir, {"step": start, "env": env})
-
-
 def train(
     cfg: TrainConfig,
     data_paths: list[Path],
@@ -338,18 +163,13 @@ def train(
     model = model.to(dev)
     optimizer = build_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
+    parts = {"model": model, "optimizer": optimizer, "lr_scheduler": scheduler}
     start = 0
     if resume:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ckpt.get("kind") == "pcnet-c":
-            raise InputError(ckpt_path, "is a PCNet-C checkpoint; resume it with --model pcnet-c")
+        ckpt = read_checkpoint(ckpt_path, "pcnet-m")
         check_resumable(ckpt, cfg, bank.fingerprint, ckpt_path)
         started_from = ckpt.get("init")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["lr_scheduler"])
-        start = ckpt["step"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        start = restore_checkpoint(ckpt, parts)
     cuda = dev.type == "cuda"
     if cuda and cfg.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -368,22 +188,18 @@ def train(
 
     def checkpoint(step: int) -> None:
         if writer:
-            atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "lr_scheduler": scheduler.state_dict(),
-                    "step": step,
-                    "config": to_dict(cfg),
-                    "data_fingerprint": bank.fingerprint,
-                    "rng": {"torch": torch.get_rng_state()},
-                    "gap": gap,
-                    "calibration": calibration.get("record"),
-                    "init": started_from,
-                    "categories_seen": categories_seen,
-                    "selection": calibration.get("selection"),
-                },
+            save_checkpoint(
                 ckpt_path,
+                "pcnet-m",
+                step,
+                parts,
+                config=to_dict(cfg),
+                data_fingerprint=bank.fingerprint,
+                gap=gap,
+                calibration=calibration.get("record"),
+                init=started_from,
+                categories_seen=categories_seen,
+                selection=calibration.get("selection"),
             )
 
     data = PartialCompletionSet(bank, train_ids, train_ids, data_cfg, cfg.run.seed)
@@ -419,7 +235,7 @@ def train(
         loader,
         start,
         step_fn,
-        cfg,
+        Schedule.of(cfg),
         run_dir,
         writer,
         lambda: validate(model, val_batch, dev, cfg.model.categories),
@@ -508,17 +324,3 @@ def resolve_gap(data: DataConfig, datasets: list[Dataset]) -> tuple[DataConfig, 
     recipe = float(measured.gap) if data.gap == AUTO else float(data.gap)
     record = {"gap": measured.gap, "measured": measured.to_json(), "recipe": recipe}
     return dataclasses.replace(data, gap=recipe), record
-
-
-def log_record(run_dir: Path, record: dict) -> None:
-    """Append one JSON line to the run's log.jsonl."""
-    with open(run_dir / "log.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past the checkpoint being resumed (they were not kept)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))

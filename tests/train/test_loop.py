@@ -6,7 +6,8 @@ import torch
 from amodalize.config import load_config
 from amodalize.data.synth import SynthOptions, make_dataset
 from amodalize.errors import InputError
-from amodalize.train.loop import batches, lr_factor, train, weighted_cross_entropy
+from amodalize.train.engine import batches, lr_factor
+from amodalize.train.loop import train, weighted_cross_entropy
 from tests.conftest import invoke, torchrun
 
 TINY = [
