@@ -428,7 +428,7 @@ def maskrcnn_part(out: Path, train_dir: Path, test_dir: Path, size: dict, device
         "steps": len(records),
         "batch": cfg.batch_size,
         "image_size": cfg.image_size,
-        "step_s": round(steady(records, "seconds"), 4),
+        "step_s": round(steady(records, "step_s"), 4),
         "peak_gib": train_peak,
         "loss_first": round(records[0]["loss"], 3),
         "loss_last": round(records[-1]["loss"], 3),

@@ -165,6 +165,9 @@ def test_edits_in_label_studio_come_back(converted, tmp_path):
     assert "1 regions that belong to no exported object" in result.stderr
     assert "1 relations between outlines of one object" in result.stderr
     assert "1 edges reversed" in result.stderr
+    compared = invoke(["evaluate", converted / "c.json", tmp_path / "fixed.json", "--fixed", "--json"])
+    assert json.loads(compared.stdout)["changes"]["edges"] == said["edges"]
+    assert "1 edges reversed" in invoke(["evaluate", converted / "c.json", tmp_path / "fixed.json", "--fixed"]).stderr
 
 
 def test_cvat_export_comes_back_with_ids_restored(converted, tmp_path):

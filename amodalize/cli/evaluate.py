@@ -34,24 +34,40 @@ from amodalize.cli.options import (
     default=None,
     help="GT format; autodetected when omitted.",
 )
+@click.option(
+    "--fixed",
+    is_flag=True,
+    help="GT_JSON is PRED_JSON as people fixed it (`amodalize import`): also count what they changed "
+    "(edges reversed, removed, added; objects edited, deleted) and how much of it the least-sure 10% held.",
+)
 @JSON_OPTION
-def evaluate(pred_json: Path, gt_json: Path, gt_order: str, gt_format: str | None, as_json: bool) -> None:
+def evaluate(pred_json: Path, gt_json: Path, gt_order: str, gt_format: str | None, fixed: bool, as_json: bool) -> None:
     """Score PRED_JSON (an amodalize output) against GT_JSON amodal ground truth.
 
     Reports ordering accuracy on GT-occluded pairs and amodal IoU (pooled, as the paper's mIoU,
-    and per-instance). Example:
+    and per-instance). Examples:
 
     \b
         amodalize evaluate amodal_val.json COCO_amodal_val2014.json
+        amodalize evaluate amodal_val.json amodal_val_fixed.json --fixed
     """
-    from amodalize.check.evaluate import evaluate as run
-    from amodalize.data.formats import read_dataset
+    if fixed:
+        from amodalize.check.changes import compare
 
-    metrics = run(read_dataset(pred_json, "coco_amodal"), read_dataset(gt_json, gt_format), gt_order)
+        metrics = compare(pred_json, gt_json, gt_order)
+    else:
+        from amodalize.check.evaluate import evaluate as run
+        from amodalize.data.formats import read_dataset
+
+        metrics = run(read_dataset(pred_json, "coco_amodal"), read_dataset(gt_json, gt_format), gt_order)
     if as_json:
         click.echo(json.dumps(metrics))
         return
     console.print(metrics_table(metrics, title=f"{pred_json.name} vs {gt_json.name}"))
+    if fixed:
+        from amodalize.check.changes import changes_line
+
+        console.print(changes_line(metrics["changes"]), soft_wrap=True)
 
 
 def _pct(value: float | None) -> str:
