@@ -27,12 +27,12 @@ from amodalize.errors import AmodalizeError, InputError, TrainingError
 from amodalize.train.engine import (
     CHECKPOINT,
     Schedule,
-    check_run_dir,
     optimise,
     read_checkpoint,
     restore_checkpoint,
     run_steps,
     save_checkpoint,
+    start_run,
     truncate_log,
 )
 
@@ -221,20 +221,21 @@ def train(
     on_step: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train Mask R-CNN on ``ann_path``; checkpoints, ``log.jsonl`` and ``config.json`` in ``run_dir``.
+    Under torchrun each process takes its share of every batch (DistributedDataParallel) and the
+    first one writes the files.
 
     ``init``: a run directory whose trained weights (same architecture and categories) the model
     starts from instead of random ones: fine-tuning, with a schedule of its own."""
     require_torchvision()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    kind = device if device == "auto" else torch.device(device).type  # each torchrun process takes its own GPU
+    dev, rank, world = start_run(run_dir, resume, kind, cfg.batch_size, cfg.threads)
     dataset = read_dataset(ann_path)
     labels = category_labels(dataset)
     size = cfg.image_size or max(max(im.width, im.height) for im in dataset.images)
     data = DetectionSet(dataset, images_dir, labels)
     ckpt_path = run_dir / CHECKPOINT
-    check_run_dir(run_dir, resume)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, len(labels) + 1, size, backbone_weights).to(device)
+    model = build_model(cfg.arch, len(labels) + 1, size, backbone_weights).to(dev)
     if init is not None and not resume:
         start = torch.load(init / CHECKPOINT, map_location="cpu", weights_only=True)
         if start["config"]["arch"] != cfg.arch or start["labels"] != {str(k): v for k, v in labels.items()}:
@@ -255,8 +256,11 @@ def train(
         if ckpt["config"]["arch"] != cfg.arch or ckpt["labels"] != {str(k): v for k, v in labels.items()}:
             raise InputError(ckpt_path, "was trained with another architecture or other categories")
         step = restore_checkpoint(ckpt, parts)
-        truncate_log(run_dir / "log.jsonl", step)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # built before anything is written: it waits for every process, so none finds the run directory
+    # its first process has just made
+    net = model
+    if torch.distributed.is_initialized():
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     meta = {
         "config": asdict(cfg),
         "image_size": size,
@@ -264,39 +268,45 @@ def train(
         "annotations": str(ann_path),
         "init": str(init) if init else None,
     }
-    (run_dir / "config.json").write_text(json.dumps(meta, indent=1))
+    writer = rank == 0
+    if writer:
+        if resume:
+            truncate_log(run_dir / "log.jsonl", step)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(meta, indent=1))
 
     def step_fn(batch: list, step: int) -> dict:
-        images = [b[0].to(device) for b in batch]
-        targets = [{key: v.to(device) for key, v in b[1].items()} for b in batch]
-        losses = model(images, targets)
+        images = [b[0].to(dev) for b in batch]
+        targets = [{key: v.to(dev) for key, v in b[1].items()} for b in batch]
+        losses = net(images, targets)
         loss = sum(losses.values())
         optimise(loss, optimizer, scheduler, step, "lower --lr", clip_norm=cfg.clip_norm)
         return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}}
 
-    model.train()
+    def checkpoint(at: int) -> None:
+        if writer:
+            save_checkpoint(ckpt_path, "maskrcnn", at, parts, **meta)
+
+    net.train()
     schedule = Schedule(cfg.iters, cfg.batch_size, checkpoint_every=cfg.checkpoint_every)
-    _, last = run_steps(
-        detection_batches(data, step, cfg),
-        step,
-        step_fn,
-        schedule,
-        run_dir,
-        True,
-        None,
-        lambda at: save_checkpoint(ckpt_path, "maskrcnn", at, parts, **meta),
-        on_step,
-    )
+    batches = detection_batches(data, step, cfg, rank, world)
+    _, last = run_steps(batches, step, step_fn, schedule, run_dir, writer, None, checkpoint, on_step)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()  # the checkpoint is written before any process reads it
     return last
 
 
-def detection_batches(data: DetectionSet, start: int, cfg: MaskRCNNConfig) -> Iterator[list]:
-    """The samples of steps ``start .. cfg.iters``: ``cfg.batch_size`` a step, taken in a seeded
-    order that changes every len(data) steps (the same batches whether or not a run was resumed)."""
+def detection_batches(
+    data: DetectionSet, start: int, cfg: MaskRCNNConfig, rank: int = 0, world: int = 1
+) -> Iterator[list]:
+    """This process's share (``rank`` of ``world``) of the samples of steps ``start .. cfg.iters``:
+    ``cfg.batch_size`` a step over all processes, taken in a seeded order that changes every
+    len(data) steps (the same batches whether or not a run was resumed)."""
+    share = cfg.batch_size // world
     for step in range(start, cfg.iters):
         order = np.random.default_rng([cfg.seed, step // len(data)]).permutation(len(data))
         k = step % len(data)
-        yield [data[int(order[(k + j) % len(data)])] for j in range(cfg.batch_size)]
+        yield [data[int(order[(k + j) % len(data)])] for j in range(rank * share, (rank + 1) * share)]
 
 
 def check_learned(run_dir: Path, check: Path, images_dir: Path, floor: float, what: str, device: str = "cpu") -> float:

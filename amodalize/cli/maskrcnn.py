@@ -19,6 +19,7 @@ from amodalize.cli.options import (
     images_dir_option,
     progress_bar,
     run_dir_option,
+    torchrun_world,
 )
 
 
@@ -133,6 +134,8 @@ def maskrcnn_train(
             init=init,
             on_step=step,
         )
+    if torchrun_world()[1]:
+        return  # the first process reports and checks
     console.print(f"trained {run_dir} to step {last.get('step')}", soft_wrap=True)
     if cfg.learned_floor > 0:
         what = f"Mask R-CNN trained in {run_dir}"

@@ -187,7 +187,7 @@ def start_run(run_dir: Path, resume: bool, device: str, batch_size: int, threads
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if batch_size % world:
-        raise TrainingError(f"optim.batch_size {batch_size} does not split evenly over {world} processes")
+        raise TrainingError(f"the batch size {batch_size} does not split evenly over {world} processes")
     dev = resolve_device(device, local_rank)
     if "LOCAL_RANK" in os.environ and not dist.is_initialized():  # under torchrun, even with one process
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")

@@ -12,6 +12,7 @@ from amodalize.check.amodal_ap import coco_ap, matched_detections, occluded_ids,
 from amodalize.check.maskrcnn import (
     MaskRCNNConfig,
     bar_chart,
+    detection_batches,
     evaluate_run,
     paired_differences,
     predict_on_boxes,
@@ -22,7 +23,7 @@ from amodalize.data.formats import read_dataset
 from amodalize.data.masks import Crop, encode_crop, rle_area, rle_bbox
 from amodalize.data.records import Dataset, ImageRecord, Instance
 from amodalize.data.synth import SynthOptions, make_dataset
-from tests.conftest import invoke
+from tests.conftest import invoke, torchrun
 
 pytestmark = pytest.mark.slow  # trains Mask R-CNN
 
@@ -61,6 +62,27 @@ def test_interrupt_then_resume(tmp_path, scenes):
     assert last["step"] == 5
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]
+
+
+def test_processes_share_each_batch_between_them():
+    cfg = MaskRCNNConfig(iters=7, batch_size=4, seed=3)
+    images = list(range(10))  # stands in for a DetectionSet: indexable, with a length
+    alone = list(detection_batches(images, 2, cfg))
+    shares = [list(detection_batches(images, 2, cfg, rank, 2)) for rank in (0, 1)]
+    assert len(alone) == 5 and all(len(b) == 4 for b in alone)
+    assert [a + b for a, b in zip(*shares)] == alone
+
+
+def test_torchrun_two_processes(tmp_path, scenes):
+    run = tmp_path / "ddp"
+    args = ["maskrcnn", "train", scenes / "train" / "gt.json", "--images-dir", scenes / "train" / "images"]
+    args += ["--out", run, "--iters", "2", "--batch-size", "2", "--model", "mnv3-fpn", "--device", "cpu"]
+    torchrun([*args, "--learned-floor", "0"])
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 2 and not any(k.startswith("module.") for k in ckpt["model"])
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
+    cfg = MaskRCNNConfig(iters=3, **TINY)
+    assert train(cfg, scenes / "train" / "gt.json", scenes / "train" / "images", run, resume=True)["step"] == 3
 
 
 def test_ground_truth_as_detections_scores_one(scenes):
