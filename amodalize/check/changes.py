@@ -9,7 +9,7 @@ from pathlib import Path
 
 from amodalize.check.evaluate import evaluate
 from amodalize.check.review import REVIEW_SHARE, review
-from amodalize.data.formats import read_dataset
+from amodalize.data.formats import parse_dataset
 from amodalize.data.formats.common import load_json
 from amodalize.data.masks import rle_iou, to_rle
 
@@ -114,8 +114,9 @@ def changes_line(done: dict) -> str:
 def compare(converted: Path, fixed: Path, gt_order: str = "masks") -> dict:
     """``evaluate``'s metrics of ``converted`` against ``fixed`` (itself as people fixed it; the
     objects they deleted left out of the score), with ``changes`` under ``"changes"``."""
-    pred, gt = read_dataset(converted, "coco_amodal"), read_dataset(fixed, None)
+    before, after = load_json(converted), load_json(fixed)
+    pred, gt = parse_dataset(before, Path(converted), "coco_amodal"), parse_dataset(after, Path(fixed))
     kept = {i.id for i in gt.instances}
     metrics = evaluate(replace(pred, instances=[i for i in pred.instances if i.id in kept]), gt, gt_order)
-    metrics["changes"] = changes(load_json(converted), load_json(fixed))
+    metrics["changes"] = changes(before, after)
     return metrics

@@ -46,7 +46,11 @@ def detect_format(doc: dict, path: Path) -> str:
 def read_dataset(path: str | Path, format: str | None = None) -> Dataset:
     """Read an annotation file, autodetecting its format unless ``format`` names one."""
     path = Path(path)
-    doc = load_json(path)
+    return parse_dataset(load_json(path), path, format)
+
+
+def parse_dataset(doc: object, path: Path, format: str | None = None) -> Dataset:
+    """The dataset of an annotation file's parsed JSON ``doc`` (read from ``path``), as ``read_dataset``."""
     if not isinstance(doc, dict):
         kind = type(doc).__name__
         raise InputError(path, f"top level is a {kind}, expected an object with 'images' and 'annotations'")
