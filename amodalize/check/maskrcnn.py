@@ -27,6 +27,7 @@ from amodalize.errors import AmodalizeError, InputError, TrainingError
 from amodalize.train.engine import (
     CHECKPOINT,
     Schedule,
+    distributed,
     optimise,
     read_checkpoint,
     restore_checkpoint,
@@ -258,9 +259,7 @@ def train(
         step = restore_checkpoint(ckpt, parts)
     # built before anything is written: it waits for every process, so none finds the run directory
     # its first process has just made
-    net = model
-    if torch.distributed.is_initialized():
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    net = distributed(model, dev)
     meta = {
         "config": asdict(cfg),
         "image_size": size,

@@ -34,6 +34,7 @@ from amodalize.train.engine import (
     Schedule,
     begin_log,
     check_resumable,
+    distributed,
     lr_factor,
     optimise,
     rank_loader,
@@ -219,12 +220,7 @@ def train_content(
         check_resumable(ckpt, cfg, bank.fingerprint, ckpt_path)
         start = restore_checkpoint(ckpt, parts)
     cuda = dev.type == "cuda"
-    if torch.distributed.is_initialized():
-        ids = [dev.index] if cuda else None
-        net_g = torch.nn.parallel.DistributedDataParallel(generator, device_ids=ids)
-        net_d = torch.nn.parallel.DistributedDataParallel(discriminator, device_ids=ids)
-    else:
-        net_g, net_d = generator, discriminator
+    net_g, net_d = distributed(generator, dev), distributed(discriminator, dev)
 
     writer = rank == 0
     if writer:

@@ -197,6 +197,14 @@ def start_run(run_dir: Path, resume: bool, device: str, batch_size: int, threads
     return dev, rank, world
 
 
+def distributed(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel where this process joined torchrun's group, else itself."""
+    if not dist.is_initialized():
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
 def check_run_dir(run_dir: Path, resume: bool) -> None:
     """Fail where a new run would overwrite a checkpoint, or a resumed one has none."""
     ckpt_path = run_dir / CHECKPOINT

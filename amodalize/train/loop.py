@@ -34,6 +34,7 @@ from amodalize.train.engine import (
     Schedule,
     begin_log,
     check_resumable,
+    distributed,
     log_record,
     lr_factor,
     optimise,
@@ -173,11 +174,7 @@ def train(
     cuda = dev.type == "cuda"
     if cuda and cfg.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    net = (
-        torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if cuda else None)
-        if dist.is_initialized()
-        else model
-    )
+    net = distributed(model, dev)
 
     writer = rank == 0
     if writer:
