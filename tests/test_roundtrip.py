@@ -168,6 +168,9 @@ def test_edits_in_label_studio_come_back(converted, tmp_path):
     compared = invoke(["evaluate", converted / "c.json", tmp_path / "fixed.json", "--fixed", "--json"])
     assert json.loads(compared.stdout)["changes"]["edges"] == said["edges"]
     assert "1 edges reversed" in invoke(["evaluate", converted / "c.json", tmp_path / "fixed.json", "--fixed"]).stderr
+    # --gt-format says how to read the fixed file too
+    misread = invoke(["evaluate", converted / "c.json", tmp_path / "fixed.json", "--fixed", "--gt-format", "cocoa"], 2)
+    assert "fixed.json" in misread.stderr and len(misread.stderr.strip().splitlines()) == 1
 
 
 def test_cvat_export_comes_back_with_ids_restored(converted, tmp_path):

@@ -111,11 +111,12 @@ def changes_line(done: dict) -> str:
     return line
 
 
-def compare(converted: Path, fixed: Path, gt_order: str = "masks") -> dict:
-    """``evaluate``'s metrics of ``converted`` against ``fixed`` (itself as people fixed it; the
-    objects they deleted left out of the score), with ``changes`` under ``"changes"``."""
+def compare(converted: Path, fixed: Path, gt_order: str = "masks", fixed_format: str | None = None) -> dict:
+    """``evaluate``'s metrics of ``converted`` against ``fixed`` (itself as people fixed it, read as
+    ``fixed_format`` or its detected format; the objects they deleted left out of the score), with
+    ``changes`` under ``"changes"``."""
     before, after = load_json(converted), load_json(fixed)
-    pred, gt = parse_dataset(before, Path(converted), "coco_amodal"), parse_dataset(after, Path(fixed))
+    pred, gt = parse_dataset(before, Path(converted), "coco_amodal"), parse_dataset(after, Path(fixed), fixed_format)
     kept = {i.id for i in gt.instances}
     metrics = evaluate(replace(pred, instances=[i for i in pred.instances if i.id in kept]), gt, gt_order)
     metrics["changes"] = changes(before, after)

@@ -32,7 +32,7 @@ from amodalize.cli.options import (
     "--gt-format",
     type=click.Choice(["coco_amodal", "cocoa", "kins"]),
     default=None,
-    help="GT format; autodetected when omitted.",
+    help="GT_JSON's format (with --fixed too); autodetected when omitted.",
 )
 @click.option(
     "--fixed",
@@ -54,7 +54,7 @@ def evaluate(pred_json: Path, gt_json: Path, gt_order: str, gt_format: str | Non
     if fixed:
         from amodalize.check.changes import compare
 
-        metrics = compare(pred_json, gt_json, gt_order)
+        metrics = compare(pred_json, gt_json, gt_order, gt_format)
     else:
         from amodalize.check.evaluate import evaluate as run
         from amodalize.data.formats import read_dataset
