@@ -35,6 +35,7 @@ from amodalize.train.engine import (
     save_checkpoint,
     start_run,
     truncate_log,
+    wait_for_all,
 )
 
 ARCHS = ("mnv3-fpn", "r50-fpn")
@@ -290,8 +291,7 @@ def train(
     schedule = Schedule(cfg.iters, cfg.batch_size, checkpoint_every=cfg.checkpoint_every)
     batches = detection_batches(data, step, cfg, rank, world)
     _, last = run_steps(batches, step, step_fn, schedule, run_dir, writer, None, checkpoint, on_step)
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()  # the checkpoint is written before any process reads it
+    wait_for_all()
     return last
 
 

@@ -43,6 +43,7 @@ from amodalize.train.engine import (
     run_steps,
     save_checkpoint,
     start_run,
+    wait_for_all,
 )
 from amodalize.train.partial import PartialCompletionSet, split_instances, validation_samples
 
@@ -284,6 +285,5 @@ def train_content(
     _, metrics = run_steps(loader, start, step_fn, schedule, run_dir, writer, validate_now, checkpoint, on_step)
     if writer:
         save_content_grid(run_dir / "val_grid.png", val_batch, paint(generator, val_batch, dev, cfg.model.categories))
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    wait_for_all()
     return metrics

@@ -205,6 +205,13 @@ def distributed(model: torch.nn.Module, device: torch.device) -> torch.nn.Module
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+def wait_for_all() -> None:
+    """Wait until every process of torchrun's group gets here (so none reads a checkpoint before the
+    first has written it); returns at once outside torchrun."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def check_run_dir(run_dir: Path, resume: bool) -> None:
     """Fail where a new run would overwrite a checkpoint, or a resumed one has none."""
     ckpt_path = run_dir / CHECKPOINT

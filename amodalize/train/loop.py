@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from amodalize.config import AUTO, DataConfig, TrainConfig, to_dict
@@ -44,6 +43,7 @@ from amodalize.train.engine import (
     run_steps,
     save_checkpoint,
     start_run,
+    wait_for_all,
 )
 from amodalize.train.partial import PartialCompletionSet, split_instances, validation_samples
 
@@ -280,8 +280,7 @@ def train(
                     model.load_state_dict(start.state_dict())
                     calibration["record"] = calibrated(model)
             checkpoint(step)
-    if dist.is_initialized():
-        dist.barrier()
+    wait_for_all()
     return {
         **metrics,
         "gap": gap["gap"],
